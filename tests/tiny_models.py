@@ -1,0 +1,90 @@
+"""Tiny random Hugging Face checkpoints (GPT-NeoX and GPT-Neo) written by the tests themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+VOCAB = 96
+
+
+def _tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, **{f"w{i}": i for i in range(1, VOCAB)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+
+
+def write_tiny_neox(path: Path, *, seed: int = 0, n_layer: int = 3) -> Path:
+    """GPT-NeoX as Pythia: parallel residual, rotary on a quarter of each head, untied unembed."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = GPTNeoXConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=n_layer,
+        num_attention_heads=4,
+        intermediate_size=128,
+        rotary_pct=0.25,
+        max_position_embeddings=128,
+        use_parallel_residual=True,
+        tie_word_embeddings=False,
+        hidden_act="gelu",
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    model = GPTNeoXForCausalLM(cfg)
+    _perturb(model)
+    return _save(model, path)
+
+
+def write_tiny_neo(path: Path, *, seed: int = 0, n_layer: int = 4) -> Path:
+    """GPT-Neo: sequential blocks, alternating global and local (windowed) attention."""
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = GPTNeoConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_layers=n_layer,
+        num_heads=4,
+        intermediate_size=128,
+        attention_types=[[["global", "local"], n_layer // 2]],
+        window_size=8,
+        max_position_embeddings=128,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    model = GPTNeoForCausalLM(cfg)
+    _perturb(model)
+    return _save(model, path)
+
+
+def _perturb(model: torch.nn.Module) -> None:
+    """Random init leaves LayerNorms at 1/0 and biases at 0: make every parameter matter."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.add_(0.2 * torch.randn_like(p))
+            elif "embed" in name or "wte" in name or "wpe" in name:
+                p.normal_(0, 0.5)
+            else:
+                p.normal_(0, 0.6 / p.shape[-1] ** 0.5)
+
+
+def _save(model, path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    model.eval().save_pretrained(path)
+    _tokenizer().save_pretrained(path)
+    return path

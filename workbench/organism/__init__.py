@@ -1,0 +1,1 @@
+"""The embedded model organism: small trained GPT-NeoX / GPT-Neo models that really memorize."""
