@@ -45,13 +45,14 @@ Hook = tuple[str, Callable]
 class ShortCircuit:
     """Which blocks (and optionally which heads) to intervene on, and how.
 
-    ``ShortCircuit(())`` is the unmodified model. Blocks and heads are stored sorted and unique,
-    so two records that mean the same thing compare and hash equal.
+    ``ShortCircuit(())`` is the unmodified model. Blocks and heads may be given as an int or any
+    iterable of ints; they are stored as sorted, unique tuples, so two records that mean the same
+    thing compare and hash equal.
     """
 
-    blocks: tuple[int, ...]
-    heads: tuple[int, ...] | None = None
-    kind: Kind = "identity"
+    blocks: tuple[int, ...] | Iterable[int] | int
+    heads: tuple[int, ...] | Iterable[int] | int | None = None
+    kind: str = "identity"  # one of KINDS; checked in __post_init__ with a clear message
 
     def __post_init__(self) -> None:
         blocks = (self.blocks,) if isinstance(self.blocks, int) else self.blocks
@@ -91,7 +92,9 @@ class ShortCircuit:
     @classmethod
     def from_dict(cls, d: dict) -> ShortCircuit:
         heads = d.get("heads")
-        return cls(tuple(d["blocks"]), None if heads is None else tuple(heads), d.get("kind", "identity"))
+        return cls(
+            tuple(d["blocks"]), None if heads is None else tuple(heads), d.get("kind", "identity")
+        )
 
     @classmethod
     def from_json(cls, s: str) -> ShortCircuit:
@@ -107,7 +110,7 @@ class ShortCircuit:
 
     @contextmanager
     def apply(self, model: HookedTransformer) -> Iterator[HookedTransformer]:
-        """Run the body with the intervention on; the hooks are gone afterwards, whatever happens."""
+        """Run the body with the intervention on; its hooks are gone afterwards, come what may."""
         with model.hooks(fwd_hooks=self.hooks(model)):
             yield model
 
@@ -143,7 +146,9 @@ def parse_blocks(spec: str, n_layers: int) -> list[int]:
         try:
             blocks.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
         except ValueError:
-            raise ValueError(f"cannot read block spec {spec!r}: use all, 3, 0,2,5 or 2-5.") from None
+            raise ValueError(
+                f"cannot read block spec {spec!r}: use all, 3, 0,2,5 or 2-5."
+            ) from None
     bad = [b for b in blocks if not 0 <= b < n_layers]
     if bad:
         raise ValueError(f"blocks {bad} out of range: the model has {n_layers} blocks.")

@@ -197,8 +197,12 @@ def _load_local(
     hf_model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     cfg = tl_loading.get_pretrained_model_config(
-        str(path), hf_cfg=hf_model.config.to_dict(), fold_ln=processing["fold_ln"],
-        device=device, dtype=dtype, local_files_only=True,
+        str(path),
+        hf_cfg=hf_model.config.to_dict(),
+        fold_ln=processing["fold_ln"],
+        device=device,
+        dtype=dtype,
+        local_files_only=True,
     )
     state_dict = tl_loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
     model = HookedTransformer(cfg, tokenizer, move_to_device=False)

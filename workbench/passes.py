@@ -64,7 +64,9 @@ def intervened_pass(
             return model(tokens, attention_mask=attention_mask)
         start = intervention.blocks[0]
         if start not in resid_pre:
-            raise KeyError(f"the clean pass did not keep the residual stream entering block {start}")
+            raise KeyError(
+                f"the clean pass did not keep the residual stream entering block {start}"
+            )
         return model(
             resid_pre[start], start_at_layer=start, tokens=tokens, attention_mask=attention_mask
         )

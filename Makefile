@@ -1,0 +1,33 @@
+# The two quick-start commands (README): `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch lies on this project's machines; elsewhere this picks PyPI's default build.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The main job: the per-block short-circuit memorization sweep on the embedded default model.
+demo: setup
+	$(BIN)/python -m workbench.memorization --out runs/demo
+
+lint: setup
+	$(BIN)/ruff check workbench tests
+	$(BIN)/ruff format --check workbench tests
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
