@@ -66,6 +66,11 @@ def test_cuda_absent_is_a_clear_error(tiny_neox_dir):
         load_model(tiny_neox_dir, device="cuda")
 
 
+def test_training_checkpoint_needs_a_hub_model(tiny_neox_dir):
+    with pytest.raises(ModelLoadError, match="checkpoint"):
+        load_model(tiny_neox_dir, device="cpu", checkpoint=1000)
+
+
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(ModelLoadError, match=r"Did you mean.*pythia-160m"):
         load_model("pythia-160", device="cpu")

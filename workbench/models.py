@@ -21,6 +21,7 @@ changes its norm; ask for it with ``process_weights=True`` when you want Transfo
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 from pathlib import Path
@@ -157,8 +158,6 @@ def load_model(
 
 
 def _architecture(path: Path) -> str:
-    import json
-
     if not path.is_dir():
         raise ModelLoadError(f"{path} is a file, not a Hugging Face checkpoint directory.")
     config = path / "config.json"
