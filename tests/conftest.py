@@ -24,7 +24,8 @@ from tiny_models import write_tiny_neo, write_tiny_neox
 
 from workbench.models import load_model
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Tiny models gain nothing from threads, and contended threads slow them by orders of magnitude.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

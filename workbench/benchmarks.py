@@ -1,0 +1,411 @@
+"""Benchmarks under short-circuiting: the unmodified model and each block short-circuited, over
+any lm-evaluation-harness task list, as a tidy table in a run directory.
+
+    python -m workbench.benchmarks                       # the organism, its local tasks, all blocks
+    python -m workbench.benchmarks --model pythia-160m --tasks lambada_openai arc_easy piqa \\
+        --blocks all --block-sets 0-2 --batch-size 32 --limit 500 --out runs/bench-160m
+
+How the work is shared, and why the numbers are exactly lm-eval's. For each task (or task group)
+asked for, lm-eval's own ``simple_evaluate`` runs once per intervention with one ``HookedLM``
+whose ``sweep`` holds every pending intervention. Its requests are identical across
+interventions (same documents, same fixed few-shot seed), so the first run scores each
+loglikelihood request under *all* interventions at once: per batch, one clean pass keeping the
+residual stream entering each intervened block, then each intervention from its lowest block on
+(``workbench.passes``; exact, because short-circuiting block i changes nothing below it). The
+later runs are served from that cache. lm-eval itself does the metrics, filters, aggregation and
+standard errors in every run, so each row is what a plain ``lm_eval`` run with that intervention
+reports. ``generate_until`` requests diverge after their first token and are decoded per
+intervention.
+
+Table ``benchmarks``: model, task, group, intervention, kind, blocks, metric, filter, value,
+stderr, higher_is_better, n — one row per task × intervention × metric. Table ``summary``: per
+intervention and group, the mean accuracy over the group's tasks and the mean relative drop
+(clean − short-circuited) / clean. A run resumes per (task item, intervention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from workbench.interventions import CLEAN, KINDS, ShortCircuit, parse_blocks, single_block_sweep
+from workbench.lm_eval_adapter import HookedLM
+from workbench.organism import registry
+from workbench.runs import Run
+
+log = logging.getLogger(__name__)
+
+TABLE, SUMMARY = "benchmarks", "summary"
+COLUMNS = [
+    "model",
+    "task",
+    "group",
+    "intervention",
+    "kind",
+    "blocks",
+    "metric",
+    "filter",
+    "value",
+    "stderr",
+    "higher_is_better",
+    "n",
+]
+# Defaults for the standard tasks; the organism's tasks are grouped by their lm-eval group.
+STANDARD_GROUPS: dict[str, tuple[str, ...]] = {
+    "language": (
+        "lambada_openai",
+        "lambada_standard",
+        "hellaswag",
+        "winogrande",
+        "piqa",
+        "wikitext",
+        "storycloze",
+        "blimp",
+        "wsc273",
+        "lambada",
+    ),
+    "reasoning": (
+        "arc_easy",
+        "arc_challenge",
+        "gsm8k",
+        "mathqa",
+        "logiqa",
+        "logiqa2",
+        "sciq",
+        "openbookqa",
+        "boolq",
+        "mmlu",
+        "asdiv",
+        "arithmetic",
+        "commonsense_qa",
+        "copa",
+    ),
+}
+# The metric a group's accuracy is read from, first present wins (filter "none" preferred).
+PRIMARY_METRICS = ("acc", "exact_match", "acc_norm", "f1", "mcc", "em")
+
+
+@dataclass
+class BenchmarkConfig:
+    """Everything that defines a benchmark sweep (saved with the run)."""
+
+    model: str | None = None  # None: the organism's default model
+    tasks: list[str] | None = None  # None: the organism's local task groups
+    blocks: str = "all"  # blocks short-circuited one at a time ("all", "none", "3", "0,2", "2-5")
+    block_sets: list[str] = field(default_factory=list)  # extra sets short-circuited together
+    kind: str = "identity"
+    groups: dict[str, list[str]] | None = None  # overrides: group -> task or lm-eval group names
+    batch_size: int = 16
+    limit: int | float | None = None
+    num_fewshot: int | None = None
+    include_path: list[str] = field(default_factory=list)  # more lm-eval task directories
+    bootstrap_iters: int = 100_000
+    device: str = "auto"
+    dtype: str = "float32"
+    out: str | None = None  # None: runs/benchmarks/<model>
+
+
+def interventions_for(cfg: BenchmarkConfig, n_layers: int) -> list[ShortCircuit]:
+    """The clean model, each block alone, then each block set."""
+    sweep = [CLEAN, *single_block_sweep(parse_blocks(cfg.blocks, n_layers), cfg.kind)]  # type: ignore[arg-type]
+    sweep += [ShortCircuit(tuple(parse_blocks(s, n_layers)), kind=cfg.kind) for s in cfg.block_sets]  # type: ignore[arg-type]
+    return list(dict.fromkeys(sweep))
+
+
+def task_manager(tasks: Sequence[str] | None, include_path: Sequence[str] = ()):
+    """lm-eval's TaskManager over the organism's tasks and ``include_path``; lm-eval's own task
+    catalogue (slow to index) only when a requested name is not found locally."""
+    from lm_eval.tasks import TaskManager
+
+    tasks_dir = getattr(registry, "TASKS_DIR", None)
+    paths = [str(p) for p in [tasks_dir, *include_path] if p is not None and Path(p).is_dir()]
+    if paths:
+        local = TaskManager(include_path=paths, include_defaults=False)
+        if tasks is None or all(t in local.all_tasks or Path(t).exists() for t in tasks):
+            return local
+    return TaskManager(include_path=paths or None)
+
+
+def default_tasks(tm) -> list[str]:
+    """The organism's local task groups (all its tasks when it defines no group)."""
+    tasks_dir = getattr(registry, "TASKS_DIR", None)
+    if tasks_dir is None or not Path(tasks_dir).is_dir():
+        raise ValueError("no organism tasks are installed; pass --tasks")
+    return list(tm.all_groups or tm.all_subtasks)
+
+
+def group_of(task: str, parents: Sequence[str], overrides: dict[str, list[str]] | None) -> str:
+    """language / reasoning / other for a leaf task, given its lm-eval group ancestors."""
+    names = [task, *parents]
+    for group, members in (overrides or {}).items():
+        if any(n in members for n in names):
+            return group
+    for group in ("language", "reasoning"):
+        if any(group in n for n in parents):
+            return group
+    for group, members in STANDARD_GROUPS.items():
+        if any(n == m or n.startswith(m + "_") for n in names for m in members):
+            return group
+    return "other"
+
+
+def result_rows(res: dict, base: dict, overrides: dict[str, list[str]] | None) -> list[dict]:
+    """Tidy rows from one ``simple_evaluate`` result (leaf tasks only)."""
+    parents: dict[str, list[str]] = {}
+    for grp, children in res.get("group_subtasks", {}).items():
+        for child in children:
+            parents.setdefault(child, []).append(grp)
+    for child in list(parents):  # ancestors of ancestors
+        stack = list(parents[child])
+        while stack:
+            for up in parents.get(stack.pop(), []):
+                if up not in parents[child]:
+                    parents[child].append(up)
+                    stack.append(up)
+    rows = []
+    for task, metrics in res["results"].items():
+        if task in res.get("group_subtasks", {}):
+            continue
+        hib = res.get("higher_is_better", {}).get(task, {})
+        n = res.get("n-samples", {}).get(task, {}).get("effective")
+        for key, value in metrics.items():
+            if "," not in key or "_stderr," in key:
+                continue
+            metric, filt = key.split(",", 1)
+            stderr = metrics.get(f"{metric}_stderr,{filt}")
+            rows.append(
+                {
+                    **base,
+                    "task": task,
+                    "group": group_of(task, parents.get(task, []), overrides),
+                    "metric": metric,
+                    "filter": filt,
+                    "value": _float(value),
+                    "stderr": _float(stderr),
+                    "higher_is_better": hib.get(metric),
+                    "n": n,
+                }
+            )
+    return rows
+
+
+def _float(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan  # lm-eval's "N/A"
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Per intervention and group: mean accuracy over tasks and mean relative drop vs clean."""
+    prim = []
+    for task, rows in table.groupby("task", sort=False):
+        for metric in PRIMARY_METRICS:
+            pick = rows[rows.metric == metric]
+            if not pick.empty:
+                filt = "none" if (pick["filter"] == "none").any() else pick["filter"].iloc[0]
+                prim.append(pick[pick["filter"] == filt])
+                break
+        else:
+            log.info("task %s has no accuracy-like metric; left out of the summary", task)
+    if not prim:
+        return pd.DataFrame()
+    prim_df = pd.concat(prim)
+    clean = prim_df[prim_df.intervention == CLEAN.label].set_index("task")["value"]
+    prim_df = prim_df.assign(
+        clean=prim_df.task.map(clean),
+        relative_drop=lambda d: (d.clean - d.value) / d.clean,
+    )
+    keys = ["model", "intervention", "kind", "blocks", "group"]
+    out = (
+        prim_df.groupby(keys, sort=False)
+        .agg(
+            accuracy=("value", "mean"),
+            relative_drop=("relative_drop", "mean"),
+            tasks=("task", "nunique"),
+        )
+        .reset_index()
+    )
+    # clean first, then single blocks in order, then block sets
+    order = [_blocks_key(b) for b in out.blocks]
+    return out.iloc[sorted(range(len(out)), key=order.__getitem__)].reset_index(drop=True)
+
+
+def _blocks_key(blocks: str) -> tuple[int, list[int]]:
+    ids = [int(x) for x in blocks.split(",") if x]
+    return len(ids), ids
+
+
+@contextmanager
+def _without_environment_report() -> Iterator[None]:
+    """``simple_evaluate`` gathers the machine's environment (``pip list``, OS, git: about a second
+    of subprocesses) into every result; the run directory records versions once, so a sweep of
+    many lm-eval runs skips it. Restored on exit."""
+    import lm_eval.evaluator as ev
+
+    saved = ev.add_env_info, ev.get_git_commit_hash
+    ev.add_env_info, ev.get_git_commit_hash = (lambda results: None), (lambda: None)
+    try:
+        yield
+    finally:
+        ev.add_env_info, ev.get_git_commit_hash = saved
+
+
+def run_benchmarks(
+    cfg: BenchmarkConfig, model: HookedTransformer | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run (or resume) the sweep; returns the tidy table and the per-group summary."""
+    from lm_eval import simple_evaluate
+
+    from workbench.models import load_model
+
+    if model is None:
+        model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        model_name = cfg.model or registry.DEFAULT_MODEL
+    else:
+        model_name = cfg.model or model.cfg.model_name
+    out = cfg.out or f"runs/benchmarks/{Path(str(model_name)).name}"
+    run = Run.open(out, asdict(cfg))
+    tm = task_manager(cfg.tasks, cfg.include_path)
+    items = list(cfg.tasks or default_tasks(tm))
+    sweep = interventions_for(cfg, model.cfg.n_layers)
+    lm = HookedLM(model, CLEAN, sweep=sweep, batch_size=cfg.batch_size)
+    todo = [(it, sc) for it in items for sc in sweep if not run.has(TABLE, _key(it, sc))]
+    log.info(
+        "%d of %d (task, intervention) units to run in %s", len(todo), len(items) * len(sweep), out
+    )
+    bar = tqdm(total=len(todo), desc="benchmarks", unit="config")
+    for item in items:
+        pending = [sc for sc in sweep if (item, sc) in todo]
+        lm.sweep = list(pending)
+        lm.clear_cache()
+        for sc in pending:
+            bar.set_postfix_str(f"{item} {sc.label}")
+            lm.intervention = sc
+            with _without_environment_report():
+                res = simple_evaluate(
+                    model=lm,
+                    tasks=[item],
+                    task_manager=tm,
+                    limit=cfg.limit,
+                    num_fewshot=cfg.num_fewshot,
+                    bootstrap_iters=cfg.bootstrap_iters,
+                    log_samples=False,
+                )
+            base = {
+                "model": str(model_name),
+                "intervention": sc.label,
+                "kind": sc.kind,
+                "blocks": ",".join(map(str, sc.blocks)),
+            }
+            rows = result_rows(res, base, cfg.groups)
+            run.save(TABLE, _key(item, sc), pd.DataFrame(rows, columns=COLUMNS))
+            bar.update()
+    bar.close()
+    lm.clear_cache()
+    table = run.finish(TABLE, sort_by=["task", "metric", "filter", "blocks"])
+    summary = summarize(table)
+    run.save(SUMMARY, "all", summary)
+    run.finish(SUMMARY)
+    return table, summary
+
+
+def _key(item: str, sc: ShortCircuit) -> str:
+    return f"{item}={sc.label}"
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """Compact per-block table: accuracy per group and relative drop (%) per group."""
+    if summary.empty:
+        return "(no accuracy-like metric in these tasks)"
+    wide = summary.pivot_table(
+        index="intervention",
+        columns="group",
+        values=["accuracy", "relative_drop"],
+        sort=False,
+        dropna=False,
+    )
+    wide.columns = [f"{'acc' if v == 'accuracy' else 'drop'} {g}" for v, g in wide.columns]
+    for col in wide.columns:
+        if col.startswith("drop"):
+            wide[col] = 100 * wide[col]
+    return wide.to_string(float_format=lambda x: f"{x:.3f}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> BenchmarkConfig:
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.benchmarks", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--model", default=None, help="organism member, checkpoint dir or TL name")
+    p.add_argument("--tasks", nargs="+", default=None, help="lm-eval tasks or groups")
+    p.add_argument("--blocks", default="all", help="blocks short-circuited one at a time")
+    p.add_argument(
+        "--block-sets",
+        nargs="*",
+        default=[],
+        help="block sets short-circuited together, e.g. 0-2 1,3",
+    )
+    p.add_argument("--kind", default="identity", choices=KINDS)
+    p.add_argument(
+        "--groups",
+        nargs="*",
+        default=None,
+        metavar="GROUP=TASK,TASK",
+        help="task groups, e.g. language=lambada_openai,piqa reasoning=arc_easy",
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=float, default=None, help="documents per task (<1: fraction)")
+    p.add_argument("--num-fewshot", type=int, default=None)
+    p.add_argument("--include-path", nargs="*", default=[], help="more lm-eval task directories")
+    p.add_argument("--bootstrap-iters", type=int, default=100_000)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--out", default=None, help="run directory (default runs/benchmarks/<model>)")
+    a = p.parse_args(argv)
+    groups = None
+    if a.groups:
+        groups = {}
+        for spec in a.groups:
+            name, sep, members = spec.partition("=")
+            if not sep:
+                p.error(f"--groups takes GROUP=TASK,TASK, got {spec!r}")
+            groups[name] = [m for m in members.split(",") if m]
+    limit = a.limit if a.limit is None or a.limit < 1 else int(a.limit)
+    return BenchmarkConfig(
+        model=a.model,
+        tasks=a.tasks,
+        blocks=a.blocks,
+        block_sets=a.block_sets,
+        kind=a.kind,
+        groups=groups,
+        batch_size=a.batch_size,
+        limit=limit,
+        num_fewshot=a.num_fewshot,
+        include_path=a.include_path,
+        bootstrap_iters=a.bootstrap_iters,
+        device=a.device,
+        dtype=a.dtype,
+        out=a.out,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
+    """CLI entry point: run the sweep and print the per-block summary."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = parse_args(argv)
+    _, summary = run_benchmarks(cfg)
+    print(format_summary(summary))  # the command's output
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,584 @@
+"""Residual-stream norms under attention short-circuiting, against the layer-difference bounds.
+
+Command::
+
+    python -m workbench.bounds [--model NAME_OR_DIR] [--data SET.npy] [--blocks all] \\
+        [--device auto] [--dtype float32] [--out RUN_DIR]
+
+Library::
+
+    from workbench.bounds import compute_bounds
+    tables = compute_bounds(model, tokens, blocks=range(model.cfg.n_layers))
+
+For each short-circuited block i (the paper's intervention: block i's attention pattern becomes
+the identity) and every later layer l, per sample and per token, three numbers about
+Δ_l = x'_l − x_l (short-circuited minus clean residual stream):
+
+1. **weight**: a bound from the weights alone, valid for every input;
+2. **certified**: the same recursion evaluated on the clean run's own activations (valid for this
+   input; never looks at the short-circuited run);
+3. **measured**: ‖Δ_{l,t}‖ itself, with the measured per-block gain and, as a first-order
+   reference, the spectral norm of each block's Jacobian at the clean point.
+
+The derivation is in ``workbench.bounds_math`` and docs/bounds.md. measured ≤ certified ≤ weight
+must hold for every block, layer and token: float64 tolerance 1e-9 relative (the measured side
+also gets 1e-9·‖x_{l,t}‖ of absolute slack for rounding in the forward pass itself), 1e-4 in
+float32, 1e-2 in bf16/fp16, where the model's own rounding dominates. Violations are counted
+(``violations`` column) and logged as errors.
+
+**Same passes as the memorization scores.** The passes are those of
+``workbench.memorization.sweep``: one clean teacher-forced pass per batch and one pass per block
+from the clean residual stream below it. Read-only observer hooks collect scalars only: on the clean
+pass, per-token centred norms, ‖q_t‖, ‖k_s‖ and ½-diameters of the values per head, ‖δ_t‖; on each
+intervened pass, ‖Δ_{l,t}‖ against the clean stream of the same layer. The clean stream is held by
+reference (the very tensors the engine keeps to start its intervened passes, no copy) from the
+lowest swept block on, plus the final residual; all arithmetic on norms is in float32 (float64
+for float64 models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from workbench import bounds_math as bm
+from workbench.interventions import CLEAN, ShortCircuit, parse_blocks
+
+log = logging.getLogger(__name__)
+
+RTOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+TABLES = ("layers", "tokens", "samples", "memorization", "jacobian")
+
+
+def norm_dtype(model: HookedTransformer) -> torch.dtype:
+    return torch.float64 if model.cfg.dtype == torch.float64 else torch.float32
+
+
+class Tracker:
+    """Observer for the memorization engine's passes that turns them into the three tiers."""
+
+    def __init__(
+        self,
+        model: HookedTransformer,
+        blocks: Sequence[int],
+        prefix_len: int,
+        sigma_floor: float | None = None,
+        n_pos: int | None = None,
+    ):
+        self.model, self.blocks, self.prefix_len = model, sorted(blocks), prefix_len
+        self.nd = norm_dtype(model)
+        self.rtol = RTOL.get(model.cfg.dtype, 1e-2)
+        self.consts = bm.layer_consts(model, n_pos or model.cfg.n_ctx, sigma_floor)
+        self.L = model.cfg.n_layers
+        self.low = min(self.blocks) if self.blocks else self.L
+        self._reset()
+
+    def _reset(self) -> None:
+        self.stats = [bm.LayerStats() for _ in range(self.L + 1)]  # index L: final stream
+        self.clean: dict[int, Tensor] = {}  # layer -> clean x_l (references)
+        self.clean_lp: Tensor | None = None
+        self.measured: dict[int, dict] = {}
+
+    def observer(self, sc: ShortCircuit, batch_index: int) -> list:
+        if sc.is_clean:
+            self._reset()
+            return self._clean_hooks()
+        if sc.heads is not None or sc.kind != "identity" or len(sc.blocks) != 1:
+            raise ValueError(f"bounds cover single-block identity short-circuits, not {sc.label}")
+        return self._measure_hooks(sc.blocks[0])
+
+    def _clean_hooks(self) -> list:
+        nd, last = self.nd, self.L - 1
+        hooks = bm.stat_hooks(self.model, self.consts, self.stats[: self.L], nd)
+
+        def keep(layer):
+            def hook(x, hook):
+                self.clean[layer] = x
+
+            return hook
+
+        def final(x, hook):
+            self.clean[self.L] = x
+            self.stats[self.L].xnorm = torch.linalg.vector_norm(x.to(nd), dim=-1)
+            self.clean_lp = self._suffix_logprobs(x)
+
+        hooks += [(f"blocks.{lay}.hook_resid_pre", keep(lay)) for lay in range(self.low, self.L)]
+        return [*hooks, (f"blocks.{last}.hook_resid_post", final)]
+
+    def _suffix_logprobs(self, x: Tensor) -> Tensor:
+        """log p(· | context) at the positions that predict the suffix, in the norm dtype."""
+        logits = self.model.unembed(self.model.ln_final(x[:, self.prefix_len - 1 : -1]))
+        return torch.log_softmax(logits.to(self.nd), dim=-1)
+
+    def _measure_hooks(self, block: int) -> list:
+        out = self.measured[block] = {}
+
+        def delta(layer):
+            def hook(x, hook):
+                d = x.to(self.nd) - self.clean[layer].to(self.nd)
+                out[layer] = torch.linalg.vector_norm(d, dim=-1)
+                if layer == self.L:
+                    lp = self._suffix_logprobs(x)
+                    out["kl"] = (self.clean_lp.exp() * (self.clean_lp - lp)).sum(-1).mean(-1)
+                    true = self._true_tokens(x.device)
+                    dl = (lp - self.clean_lp).gather(-1, true[..., None])[..., 0]
+                    out["dlogp"] = dl.abs().amax(-1)
+
+            return hook
+
+        hooks = [(f"blocks.{lay}.hook_resid_pre", delta(lay)) for lay in range(block + 1, self.L)]
+        return [*hooks, (f"blocks.{self.L - 1}.hook_resid_post", delta(self.L))]
+
+    def _true_tokens(self, device) -> Tensor:
+        return self.tokens[:, self.prefix_len :].to(device)
+
+    def finish_batch(
+        self, first: int, model_name: str, token_table: bool = True
+    ) -> dict[str, pd.DataFrame]:
+        """Certified and weight tiers for every block measured on this batch; tidy rows."""
+        layers, tokens, samples = [], [], []
+        for block, meas in self.measured.items():
+            cert = bm.certified_bounds(self.consts, self.stats, block)
+            weight = bm.weight_bounds(self.consts, block)
+            prev = None
+            for k, lay in enumerate(range(block + 1, self.L + 1)):
+                m, c, w = meas[lay].cpu(), cert[k].cpu(), weight[k]
+                xn = self.stats[lay].xnorm.cpu()
+                bad = (m > c * (1 + self.rtol) + self.rtol * xn) | (c > w * (1 + self.rtol))
+                n, t = m.shape
+                m_max, c_max = m.amax(-1), c.amax(-1)
+                layers.append(
+                    pd.DataFrame(
+                        {
+                            "block": block,
+                            "layer": lay,
+                            "sample": np.arange(first, first + n),
+                            "measured": m_max.double().numpy(),
+                            "certified": c_max.double().numpy(),
+                            "weight": w,
+                            "measured_gain": (m_max / prev[0]).double().numpy() if prev else np.nan,
+                            "certified_gain": (c_max / prev[1]).double().numpy()
+                            if prev
+                            else np.nan,
+                            "weight_gain": self.consts[lay - 1].gain if prev else np.nan,
+                            "resid_norm": xn.amax(-1).double().numpy(),
+                            "injection": self.stats[block].injection.amax(-1).cpu().double().numpy()
+                            if prev is None
+                            else np.nan,
+                            "injection_bound": self.stats[block]
+                            .injection_bound.amax(-1)
+                            .cpu()
+                            .double()
+                            .numpy()
+                            if prev is None
+                            else np.nan,
+                            "violations": bad.sum(-1).numpy(),
+                        }
+                    )
+                )
+                prev = (m_max, c_max)
+                if token_table:
+                    tokens.append(
+                        pd.DataFrame(
+                            {
+                                "block": block,
+                                "layer": lay,
+                                "sample": np.repeat(np.arange(first, first + n), t),
+                                "pos": np.tile(np.arange(t), n),
+                                "measured": m.reshape(-1).double().numpy(),
+                                "certified": c.reshape(-1).double().numpy(),
+                                "resid_norm": xn.reshape(-1).double().numpy(),
+                            }
+                        )
+                    )
+                if bad.any():
+                    log.error(
+                        "bound violated: block %d layer %d, %d tokens", block, lay, int(bad.sum())
+                    )
+            samples.append(
+                pd.DataFrame(
+                    {
+                        "intervention": ShortCircuit(block).label,
+                        "block": block,
+                        "sample": np.arange(first, first + n),
+                        "kl": meas["kl"].cpu().double().numpy(),
+                        "max_abs_dlogp": meas["dlogp"].cpu().double().numpy(),
+                    }
+                )
+            )
+        frames = {"layers": layers, "tokens": tokens, "samples": samples}
+        out = {
+            k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in frames.items()
+        }
+        for df in out.values():
+            df.insert(0, "model", model_name)
+        return out
+
+    def jacobian(self, n_samples: int, iters: int, first: int, model_name: str) -> pd.DataFrame:
+        """Spectral norm of each block's Jacobian (lowest swept block on) on a few samples."""
+        rows = []
+        lowest = self.clean.get(self.low)
+        for lay in range(self.low, self.L):
+            x = self.clean.get(lay, lowest if lay == self.low else None)
+            if x is None:
+                continue
+            x = x[:n_samples].clone()
+            sigma = bm.jacobian_norms(self.model, x, lay, iters=iters)
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "model": model_name,
+                        "layer": lay,
+                        "sample": np.arange(first, first + len(x)),
+                        "jacobian_norm": sigma.cpu().numpy(),
+                        "iters": iters,
+                    }
+                )
+            )
+        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def compute_bounds(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "n seq"] | np.ndarray,
+    blocks: Iterable[int] | None = None,
+    *,
+    prefix_len: int = 32,
+    batch_size: int = 16,
+    sigma_floor: float | None = None,
+    jacobian_samples: int = 4,
+    jacobian_iters: int = 10,
+    decode: bool = True,
+    token_table: bool = True,
+    run=None,
+    model_name: str = "",
+) -> dict[str, pd.DataFrame]:
+    """The three tiers and the memorization scores of the same passes; tidy tables by name.
+
+    Tables: ``layers`` (block × layer × sample, max over tokens), ``tokens`` (… × token),
+    ``samples`` (block × sample: KL and max |Δ log p(true token)| over the suffix, joined with the
+    memorization scores), ``memorization`` (the engine's own rows), ``jacobian`` (layer × sample).
+    """
+    from workbench.memorization import sweep
+
+    tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
+    blocks = sorted(range(model.cfg.n_layers) if blocks is None else set(blocks))
+    model_name = model_name or model.cfg.model_name
+    tracker = Tracker(model, blocks, prefix_len, sigma_floor, n_pos=tokens.shape[1])
+    interventions = [CLEAN, *(ShortCircuit(b) for b in blocks)]
+    parts: dict[str, list[pd.DataFrame]] = {k: [] for k in TABLES}
+    for b, first in enumerate(range(0, len(tokens), batch_size)):
+        key = f"batch{b:06d}"
+        if run is not None and run.has("layers", key):
+            continue
+        batch = tokens[first : first + batch_size]
+        tracker.tokens = batch
+        mem = sweep(
+            model,
+            batch.numpy(),
+            interventions,
+            prefix_len=prefix_len,
+            batch_size=len(batch),
+            decode=decode,
+            observer=tracker.observer,
+            progress=False,
+            model_name=model_name,
+        )
+        mem["sample"] += first
+        out = tracker.finish_batch(first, model_name, token_table)
+        out["memorization"] = mem
+        if b == 0 and jacobian_samples > 0 and jacobian_iters > 0 and blocks:
+            out["jacobian"] = tracker.jacobian(jacobian_samples, jacobian_iters, first, model_name)
+        tracker._reset()
+        for name, df in out.items():
+            if run is not None:
+                run.save(name, key, df)
+            parts[name].append(df)
+    if run is not None:
+        tables = {name: run.finish(name) for name in TABLES}
+    else:
+        tables = {
+            k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in parts.items()
+        }
+    mem = tables["memorization"]
+    if not tables["samples"].empty and not mem.empty:
+        scores = mem[["intervention", "sample", "exact_match", "token_accuracy"]]
+        tables["samples"] = tables["samples"].merge(
+            scores, on=["intervention", "sample"], how="left"
+        )
+    return tables
+
+
+def summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per short-circuited block: memorization scores, final-layer ‖Δ_L‖ in the three tiers
+    (median over samples of the max over tokens), tightness (certified / measured at the last
+    layer: median and max over samples), and the change in next-token log-probs."""
+    layers, mem, samples = tables["layers"], tables["memorization"], tables["samples"]
+    final = layers[layers.layer == layers.layer.max()].copy()
+    final["tightness"] = final.certified / final.measured.where(final.measured > 0)
+    per_block = final.groupby("block").agg(
+        measured=("measured", "median"),
+        certified=("certified", "median"),
+        weight=("weight", "first"),
+        tightness_median=("tightness", "median"),
+        tightness_max=("tightness", "max"),
+        violations=("violations", "sum"),
+    )
+    per_block["violations"] = layers.groupby("block").violations.sum()
+    logp = samples.groupby("block").agg(kl=("kl", "mean"), max_abs_dlogp=("max_abs_dlogp", "max"))
+    scores = mem.groupby("intervention").agg(
+        exact_match=("exact_match", "mean"), token_accuracy=("token_accuracy", "mean")
+    )
+    per_block = per_block.join(logp)
+    per_block.insert(
+        0,
+        "token_accuracy",
+        [scores.token_accuracy.get(ShortCircuit(b).label) for b in per_block.index],
+    )
+    per_block.insert(
+        0, "exact_match", [scores.exact_match.get(ShortCircuit(b).label) for b in per_block.index]
+    )
+    clean = pd.DataFrame(
+        {
+            "exact_match": [scores.exact_match.get("none")],
+            "token_accuracy": [scores.token_accuracy.get("none")],
+        },
+        index=pd.Index(["none"]),
+    )
+    per_block.index = per_block.index.astype(str)
+    return pd.concat([clean, per_block]).rename_axis("block")
+
+
+def figure(tables: dict[str, pd.DataFrame]):
+    """Measured vs certified ‖Δ_l‖ across depth (median over samples of the max over tokens),
+    one colour per short-circuited block, log scale; and the final ‖Δ_L‖ against block index."""
+    import plotly.colors as pc
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    layers = tables["layers"]
+    med = (
+        layers.groupby(["block", "layer"])
+        .agg(
+            measured=("measured", "median"),
+            certified=("certified", "median"),
+            weight=("weight", "first"),
+        )
+        .reset_index()
+    )
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(
+            "‖Δ_l‖ across depth (solid: measured, dashed: certified)",
+            "final ‖Δ_L‖ against the short-circuited block",
+        ),
+    )
+    blocks = sorted(med.block.unique())
+    colours = pc.sample_colorscale(
+        "Viridis", [i / max(1, len(blocks) - 1) for i in range(len(blocks))]
+    )
+    for colour, block in zip(colours, blocks, strict=True):
+        d = med[med.block == block]
+        fig.add_trace(
+            go.Scatter(
+                x=d.layer,
+                y=d.measured,
+                mode="lines+markers",
+                name=f"block {block}",
+                line=dict(color=colour),
+                legendgroup=str(block),
+            ),
+            1,
+            1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=d.layer,
+                y=d.certified,
+                mode="lines",
+                showlegend=False,
+                line=dict(color=colour, dash="dash"),
+                legendgroup=str(block),
+            ),
+            1,
+            1,
+        )
+    last = med[med.layer == med.layer.max()]
+    for col, dash in (("measured", "solid"), ("certified", "dash"), ("weight", "dot")):
+        fig.add_trace(
+            go.Scatter(
+                x=last.block,
+                y=last[col],
+                mode="lines+markers",
+                name=col,
+                line=dict(color="black", dash=dash),
+            ),
+            1,
+            2,
+        )
+    fig.update_yaxes(type="log", title_text="‖Δ‖ (max over tokens, median over samples)")
+    fig.update_xaxes(title_text="layer l (x_l)", row=1, col=1)
+    fig.update_xaxes(title_text="short-circuited block", row=1, col=2)
+    fig.update_layout(template="plotly_white", width=1200, height=500)
+    return fig
+
+
+@dataclass
+class BoundsConfig:
+    """Everything ``python -m workbench.bounds`` needs; saved with the run."""
+
+    model: str | None = None
+    data: str | None = None
+    blocks: str = "all"
+    device: str = "auto"
+    dtype: str = "float32"
+    out: str | None = None
+    prefix_len: int = 32
+    batch_size: int = 16
+    max_samples: int | None = None
+    sigma_floor: float | None = None
+    jacobian_samples: int = 4
+    jacobian_iters: int = 10
+    decode: bool = True
+    token_table: bool = True
+
+
+def _parse(argv: Sequence[str] | None) -> BoundsConfig:
+    from workbench.organism import registry
+
+    default_data = getattr(registry, "DEFAULT_MEMORIZED_SET", None)
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.bounds", description=(__doc__ or "").split("\n")[0]
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"organism member, checkpoint dir or TL name (default: {registry.DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--data",
+        default=None if default_data is None else str(default_data),
+        help=f".npy [N, T] ids, .jsonl or hf:<split> (default: {default_data})",
+    )
+    p.add_argument("--blocks", default="all", help="all, 3, 0,2,5 or 2-5: one short-circuit each")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="float32", help="model dtype; norms in float32 (float64)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/bounds-<model>)")
+    p.add_argument("--prefix-len", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument(
+        "--sigma-floor",
+        type=float,
+        default=None,
+        help="assumed floor on LayerNorm σ for the weight tier (default: √eps)",
+    )
+    p.add_argument("--jacobian-samples", type=int, default=4)
+    p.add_argument("--jacobian-iters", type=int, default=10, help="0 skips the Jacobian reference")
+    p.add_argument(
+        "--no-token-table",
+        dest="token_table",
+        action="store_false",
+        help="skip the per-token table (blocks × layers × samples × T rows)",
+    )
+    p.add_argument(
+        "--no-decode",
+        dest="decode",
+        action="store_false",
+        help="skip free-running decode (token_accuracy becomes NaN)",
+    )
+    return BoundsConfig(**vars(p.parse_args(argv)))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    from workbench.data import load_samples
+    from workbench.models import load_model
+    from workbench.organism import registry
+    from workbench.runs import Run
+
+    cfg = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    start = time.perf_counter()
+    if cfg.data is None:
+        raise SystemExit("no --data given and the organism registers no DEFAULT_MEMORIZED_SET.")
+    model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    model_name = str(cfg.model or registry.DEFAULT_MODEL or model.cfg.model_name)
+    samples = load_samples(
+        cfg.data, tokenizer=model.tokenizer, prefix_len=cfg.prefix_len, vocab_size=model.cfg.d_vocab
+    )
+    tokens = samples.tokens[: cfg.max_samples]
+    blocks = parse_blocks(cfg.blocks, model.cfg.n_layers)
+    out = Path(cfg.out or f"runs/bounds-{Path(model_name).name}")
+    run = Run.open(out, {**asdict(cfg), "out": None, "model": model_name})
+    tables = compute_bounds(
+        model,
+        tokens,
+        blocks,
+        prefix_len=cfg.prefix_len,
+        batch_size=cfg.batch_size,
+        sigma_floor=cfg.sigma_floor,
+        jacobian_samples=cfg.jacobian_samples,
+        jacobian_iters=cfg.jacobian_iters,
+        decode=cfg.decode,
+        token_table=cfg.token_table,
+        run=run,
+        model_name=model_name,
+    )
+    table = summary(tables)
+    table.to_csv(out / "summary.csv")
+    fig = figure(tables)
+    fig.write_html(out / "bounds.html", include_plotlyjs=True)
+    try:  # static copy when kaleido can render; the HTML is the figure of record
+        fig.write_image(out / "bounds.png")
+    except Exception as err:
+        log.info("no static PNG (%s); the figure is in bounds.html", err)
+    elapsed = time.perf_counter() - start
+    fmt = {c: (lambda x: f"{x:.3g}") for c in table.columns}
+    fmt.update(
+        exact_match=lambda x: f"{x:.3f}",
+        token_accuracy=lambda x: f"{x:.3f}",
+        violations=lambda x: "" if math.isnan(x) else f"{int(x)}",
+    )
+    sys.stdout.write(
+        f"{model_name} on {samples.name} ({len(tokens)} samples, {cfg.dtype}) → {out}\n"
+    )
+    sys.stdout.write(table.to_string(formatters=fmt, na_rep="") + "\n")
+    jac = tables["jacobian"]
+    if not jac.empty:
+        gains = (
+            tables["layers"]
+            .groupby("layer")
+            .agg(
+                measured_gain=("measured_gain", "median"),
+                certified_gain=("certified_gain", "median"),
+                weight_gain=("weight_gain", "first"),
+            )
+        )
+        gains.index = gains.index - 1  # gain of block l maps x_l to x_{l+1}
+        per_layer = gains.join(jac.groupby("layer").jacobian_norm.median(), how="outer")
+        sys.stdout.write(
+            "per block gain (median): measured, certified, weight K_l, Jacobian σ_max\n"
+        )
+        sys.stdout.write(
+            per_layer.rename_axis("block").to_string(float_format=lambda x: f"{x:.3g}") + "\n"
+        )
+    sys.stdout.write(f"wall time {elapsed:.1f} s\n")
+    return tables
+
+
+if __name__ == "__main__":
+    main()

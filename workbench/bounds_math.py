@@ -1,0 +1,463 @@
+"""The mathematics of the layer-difference bounds (design note ``bounds.md``; docs/bounds.md).
+
+Everything here is about one short-circuited block i and the residual streams x (clean) and
+x' (short-circuited), Δ_l = x'_l − x_l, per token t: ‖Δ_{l,t}‖₂. The derivation, step by step
+(docs/bounds.md has the same text with more words):
+
+**LayerNorm, folded.** N(x) = γ ⊙ n(x) + β with n(x) = (x − mean x)/σ(x), σ(x) = √(c(x)²/d + eps),
+c(x) = ‖x − mean x‖ (the centred norm). The Jacobian of n is (P − c cᵀ/(dσ²))/σ with P = I − 11ᵀ/d;
+its eigenvalues are 0 (along 1), eps/σ³ ≤ 1/σ (along c) and 1/σ (else), so
+‖n(x') − n(x)‖ ≤ ‖Δ‖ / min_seg σ. Since c is a seminorm, along the segment x + τΔ, τ∈[0,1],
+c ≥ c(x) − c(Δ) ≥ c(x) − ‖Δ‖, hence
+
+    ε̃ := ‖n(x') − n(x)‖ ≤ min( ‖Δ‖ / √(max(0, c(x) − ‖Δ‖)²/d + eps),  2√d )          (LN)
+
+(‖n‖ < √d gives the cap). Any matrix W read after the LayerNorm sees (n' − n) diag(γ) W and
+n' − n is centred, so its gain is ‖P diag(γ) W‖₂ ("γ folded", tighter than ‖γ‖_∞‖W‖₂); β and
+the biases cancel in every difference.
+
+**MLP.** F(u) = φ(u W_in + b_in) W_out + b_out, |φ'| ≤ g' (1.12891 exact GELU, 1.12900 tanh GELU,
+1 ReLU; checked numerically in the tests), so ‖ΔF_t‖ ≤ L_F ε̃_t with
+L_F = ‖W_out‖₂ · g' · ‖P diag(γ₂) W_in‖₂.
+
+**Attention, one head h, query t, keys s ∈ W(t)** (causal, and t − w < s for a local window w).
+With ṽ_s = v_s W_O (the part that does not cancel) and Σ_s a_ts = Σ_s a'_ts = 1:
+
+    A'_t − A_t = Σ_s a'_ts (ṽ'_s − ṽ_s) + Σ_s (a'_ts − a_ts) ṽ_s.
+
+First term ≤ ‖M_VO‖₂ · max_{s∈W(t)} ε̃_s with M_VO = P diag(γ₁) W_V W_O. Second term: a' − a has
+zero sum, so its positive and negative parts each have mass ‖a' − a‖₁/2 and the term is
+(‖a' − a‖₁/2)·(difference of two convex combinations of the ṽ_s), hence ≤ ‖a' − a‖₁ · D_t with
+D_t = ½ diam{ṽ_s : s ∈ W(t)} — clean values only. The softmax Jacobian diag(a) − a aᵀ maps
+ℓ∞ to ℓ1 with norm ≤ 1 (Σ_s a_s |x_s − a·x| ≤ (max x − min x)/2 by Popoviciu), so along the
+segment of scores ‖a' − a‖₁ ≤ max_s |z'_ts − z_ts| =: Z_t, and always ‖a' − a‖₁ ≤ 2.
+Scores z_ts = q_t·k_s / scale with q = R_t(u W_Q + b_Q), k = R_s(u W_K + b_K), R the rotary map
+(norm ρ ≥ 1 measured on the model's own sin/cos buffers, ρ = 1 without rotary):
+z' − z = (q'_t − q_t)·k'_s + q_t·(k'_s − k_s), so
+
+    Z_t ≤ max_{s∈W(t)} (ρ‖M_Q‖ ε̃_t ‖k'_s‖ + ‖q_t‖ ρ‖M_K‖ ε̃_s) / scale,
+    ‖k'_s‖ ≤ min(‖k_s‖ + ρ‖M_K‖ ε̃_s, K_max),
+
+    ‖ΔA_t‖ ≤ Σ_h [ ‖M^h_VO‖ max_{s∈W(t)} ε̃_s + min(2, Z^h_t) · D^h_t ].                 (ATTN)
+
+**Blocks.** Parallel: Δ_{l+1,t} = Δ_{l,t} + ΔA_t + ΔF_t with both reading x_l (same σ, so the
+same ε̃). Sequential: Δ^m_t = Δ_{l,t} + ΔA_t, then Δ_{l+1,t} = Δ^m_t + ΔF_t with F reading the
+clean mid-stream m (its own c) and the bound on ‖Δ^m_t‖.
+
+**Injection (block i).** δ_t = A_i(u)_t − A^sc_i(u)_t = Σ_h (z^h_t − v^h_t) W^h_O: computed
+exactly from the clean run (‖δ_t‖), and bounded by Lemma 1: Σ_h (1 − a_tt) max_{s∈W(t)}
+‖ṽ_s − ṽ_t‖. Parallel: Δ_{i+1} = −δ exactly. Sequential: ‖Δ_{i+1,t}‖ ≤ ‖δ_t‖ + L_F ε̃₂(m_t, ‖δ_t‖).
+
+**Weight tier.** The same inequalities with every clean quantity replaced by its worst case:
+σ ≥ σ_min = √eps (or a user floor), ε̃ ≤ ‖Δ‖/σ_min, ‖n‖ ≤ √d, so ‖q‖ ≤ Q_max = ρ(√d‖M_Q‖ +
+‖β W_Q + b_Q‖), ‖k‖ ≤ K_max alike, D ≤ D_max = √d‖M_VO‖, (1 − a_tt) ≤ 1. This is linear in
+‖Δ‖: ‖Δ_{l+1}‖ ≤ K_l ‖Δ_l‖ with K_l = 1 + Lip_A + Lip_F (parallel) or (1 + Lip_A)(1 + Lip_F)
+(sequential), Lip_A = Σ_h [‖M_VO‖ + (ρ‖M_Q‖K_max + Q_max ρ‖M_K‖)/scale · D_max] / σ_min,
+Lip_F = L_F / σ_min; injection Σ_h 2 D_max (× (1 + Lip_F) sequential).
+
+**Certified ≤ weight** holds by construction: every clean ingredient is clipped at its weight
+counterpart (min), all updates are monotone in the carried bound, and each certified ingredient
+is then ≤ the weight one evaluated at the weight bound, by induction over layers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+log = logging.getLogger(__name__)
+
+# sup_x |φ'(x)| per TransformerLens act_fn, rounded *up*. Exact GELU: φ'(√2) = Φ(√2) + √2·ϕ(√2)
+# = 1.1289041…; the tanh approximations peak at 1.1289931… (x ≈ 1.4185). ReLU: 1.
+ACT_LIPSCHITZ: dict[str, float] = {
+    "gelu": 1.12891,
+    "gelu_new": 1.12900,
+    "gelu_fast": 1.12900,
+    "gelu_pytorch_tanh": 1.12900,
+    "relu": 1.0,
+}
+
+
+class UnsupportedModel(ValueError):
+    """A model whose blocks the bounds do not cover (the message says which feature)."""
+
+
+def check_supported(model: HookedTransformer) -> None:
+    """Refuse, clearly, every architecture feature the derivation does not cover."""
+    cfg = model.cfg
+    problems = []
+    if cfg.normalization_type not in ("LN", "LNPre"):
+        problems.append(f"normalization {cfg.normalization_type!r} (LayerNorm only)")
+    if cfg.act_fn not in ACT_LIPSCHITZ:
+        problems.append(f"activation {cfg.act_fn!r} (supported: {sorted(ACT_LIPSCHITZ)})")
+    if cfg.gated_mlp:
+        problems.append("gated MLP")
+    if cfg.attn_only:
+        problems.append("attention-only blocks")
+    if cfg.n_key_value_heads not in (None, cfg.n_heads):
+        problems.append("grouped-query attention")
+    if cfg.positional_embedding_type not in ("standard", "rotary"):
+        problems.append(f"positional embedding {cfg.positional_embedding_type!r}")
+    for flag in (
+        "use_qk_norm",
+        "use_logn_attn",
+        "use_dynamic_ntk_rope",
+        "use_attention_sinks",
+        "use_normalization_before_and_after",
+        "use_split_qkv_input",
+        "use_attn_in",
+    ):
+        if getattr(cfg, flag, False):
+            problems.append(flag)
+    if (cfg.attn_scores_soft_cap or -1) > 0:
+        problems.append("attention score soft cap")
+    if getattr(cfg, "clip_qkv", None) is not None:
+        problems.append("clip_qkv")
+    if cfg.original_architecture in ("Olmo2ForCausalLM", "Olmo3ForCausalLM"):
+        problems.append("post-norm blocks")
+    if problems:
+        raise UnsupportedModel(
+            f"the bounds do not cover this model ({cfg.model_name}): {'; '.join(problems)}. "
+            "They are derived for pre-LayerNorm blocks with (optionally rotary, optionally "
+            "windowed) multi-head softmax attention and a GELU/ReLU MLP, parallel or sequential."
+        )
+
+
+def _spec(x: Tensor) -> Tensor:
+    """Spectral norm of each trailing matrix, float64."""
+    return torch.linalg.matrix_norm(x.double(), ord=2)
+
+
+def _fold(gamma: Tensor, w: Tensor) -> Tensor:
+    """P diag(γ) W for W [..., d, k]: scale rows by γ, then centre over d (P = I − 11ᵀ/d)."""
+    g = gamma.double()[:, None] * w.double()
+    return g - g.mean(dim=-2, keepdim=True)
+
+
+def _rotary_gain(attn, n_pos: int) -> float:
+    """ρ = max(1, largest 2×2 block norm of the rotary maps at positions < n_pos).
+
+    Exact rotations have ρ = 1; the buffers are rounded to the model dtype, so we measure.
+    """
+    cfg = attn.cfg
+    cos = attn.rotary_cos[:n_pos].double()
+    sin = attn.rotary_sin[:n_pos].double()
+    r = cfg.rotary_dim
+    if cfg.rotary_adjacent_pairs:
+        i, j = torch.arange(0, r, 2), torch.arange(1, r, 2)
+    else:
+        i, j = torch.arange(r // 2), torch.arange(r // 2, r)
+    blocks = torch.stack(
+        [torch.stack([cos[:, i], -sin[:, i]], -1), torch.stack([sin[:, j], cos[:, j]], -1)], -2
+    )
+    return max(1.0, float(torch.linalg.matrix_norm(blocks, ord=2).max()))
+
+
+@dataclass
+class LayerConsts:
+    """Weight-derived constants of one block (float64 scalars / per-head tensors)."""
+
+    parallel: bool
+    window: int | None  # local attention window w (keys t − w < s ≤ t), None for global
+    scale: float  # the model's own attention-score divisor
+    rho: float  # rotary gain
+    eps: float
+    d: int
+    vo: Tensor  # [H] ‖P diag(γ₁) W_V W_O‖₂
+    q: Tensor  # [H] ρ‖P diag(γ₁) W_Q‖₂
+    k: Tensor  # [H] ρ‖P diag(γ₁) W_K‖₂
+    q_max: Tensor  # [H] bound on ‖q_t‖
+    k_max: Tensor  # [H] bound on ‖k_s‖
+    d_max: Tensor  # [H] bound on D_t = ½ diam{ṽ_s}
+    mlp: float  # L_F = ‖W_out‖₂ g' ‖P diag(γ₂) W_in‖₂
+    o_us: Tensor  # [H, d_head, r] U·S of W_O = U S Vᵀ, so ‖x W_O‖ = ‖x U S‖
+    # weight tier
+    lip_a: float = math.nan
+    lip_f: float = math.nan
+    gain: float = math.nan  # K_l
+    injection: float = math.nan  # weight bound on ‖Δ_{l+1}‖ when l is short-circuited
+
+
+def layer_consts(
+    model: HookedTransformer, n_pos: int, sigma_floor: float | None = None
+) -> list[LayerConsts]:
+    """Weight norms and the weight tier for every block, from the weights the model runs."""
+    check_supported(model)
+    cfg = model.cfg
+    d = cfg.d_model
+    sqrt_d = math.sqrt(d)
+    sigma_min = max(math.sqrt(cfg.eps), sigma_floor or 0.0)
+    g_act = ACT_LIPSCHITZ[cfg.act_fn]
+    out = []
+    with torch.no_grad():
+        for block in model.blocks:
+            attn, mlp = block.attn, block.mlp
+            ones = torch.ones(d, dtype=torch.float64, device=attn.W_Q.device)
+            zeros = torch.zeros_like(ones)
+            g1 = getattr(block.ln1, "w", ones)
+            b1 = getattr(block.ln1, "b", zeros).double()
+            g2 = getattr(block.ln2, "w", ones)
+            rho = _rotary_gain(attn, n_pos) if cfg.positional_embedding_type == "rotary" else 1.0
+            u, s, _ = torch.linalg.svd(attn.W_O.double(), full_matrices=False)
+            o_us = u * s[:, None, :]
+            vo = _spec(_fold(g1, attn.W_V) @ o_us)
+            mq, mk = _spec(_fold(g1, attn.W_Q)), _spec(_fold(g1, attn.W_K))
+            off_q = torch.linalg.vector_norm(
+                torch.einsum("d,hde->he", b1, attn.W_Q.double()) + attn.b_Q.double(), dim=-1
+            )
+            off_k = torch.linalg.vector_norm(
+                torch.einsum("d,hde->he", b1, attn.W_K.double()) + attn.b_K.double(), dim=-1
+            )
+            c = LayerConsts(
+                parallel=bool(cfg.parallel_attn_mlp),
+                window=cfg.window_size if attn.attn_type == "local" else None,
+                scale=float(attn.attn_scale),
+                rho=rho,
+                eps=float(cfg.eps),
+                d=d,
+                vo=vo,
+                q=rho * mq,
+                k=rho * mk,
+                q_max=rho * (sqrt_d * mq + off_q),
+                k_max=rho * (sqrt_d * mk + off_k),
+                d_max=sqrt_d * vo,
+                mlp=float(_spec(mlp.W_out) * g_act * _spec(_fold(g2, mlp.W_in))),
+                o_us=o_us,
+            )
+            c.lip_a = float(
+                (c.vo + (c.q * c.k_max + c.q_max * c.k) / c.scale * c.d_max).sum() / sigma_min
+            )
+            c.lip_f = c.mlp / sigma_min
+            if c.parallel:
+                c.gain = 1.0 + c.lip_a + c.lip_f
+                c.injection = float(2 * c.d_max.sum())
+            else:
+                c.gain = (1.0 + c.lip_a) * (1.0 + c.lip_f)
+                c.injection = float(2 * c.d_max.sum()) * (1.0 + c.lip_f)
+            out.append(c)
+    return out
+
+
+def weight_bounds(consts: list[LayerConsts], block: int) -> list[float]:
+    """Weight tier for a short-circuit at ``block``: bounds on ‖Δ_l‖ for l = block+1 .. L."""
+    bounds = [consts[block].injection]
+    for c in consts[block + 1 :]:
+        bounds.append(bounds[-1] * c.gain)
+    return bounds
+
+
+# ---------------------------------------------------------------- clean-run statistics
+
+
+def window_mask(n_pos: int, window: int | None, device=None) -> Tensor:
+    """M[t, s] = key s is visible from query t (causal, and within the local window)."""
+    t = torch.arange(n_pos, device=device)
+    mask = t[None, :] <= t[:, None]
+    if window is not None:
+        mask &= t[None, :] > t[:, None] - window
+    return mask
+
+
+def window_max(x: Float[Tensor, "... pos"], window: int | None) -> Float[Tensor, "... pos"]:
+    """max_{s ∈ W(t)} x_s for every t (x ≥ 0)."""
+    if window is None:
+        return x.cummax(dim=-1).values
+    padded = torch.nn.functional.pad(x, (window - 1, 0))
+    return padded.unfold(-1, window, 1).amax(-1)
+
+
+def centred_norm(x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos"]:
+    return torch.linalg.vector_norm(x - x.mean(-1, keepdim=True), dim=-1)
+
+
+def half_diameters(
+    dist: Float[Tensor, "batch head pos pos"], window: int | None
+) -> Float[Tensor, "batch head pos"]:
+    """D_t = ½ max_{s, s' ∈ W(t)} dist[s, s'] (dist symmetric, zero diagonal)."""
+    n = dist.shape[-1]
+    if window is None:
+        rows = dist.masked_fill(~window_mask(n, None, dist.device), 0).amax(-1)
+        return 0.5 * rows.cummax(-1).values
+    out = torch.empty(dist.shape[:-1], dtype=dist.dtype, device=dist.device)
+    for t in range(n):
+        lo = max(0, t - window + 1)
+        out[..., t] = dist[..., lo : t + 1, lo : t + 1].amax((-1, -2))
+    return 0.5 * out
+
+
+@dataclass
+class LayerStats:
+    """Per-token scalars of the clean run at one block (no d_model axis)."""
+
+    c1: Tensor | None = None  # [B, T] centred norm of x_l (LN1 input; LN2 input if parallel)
+    c2: Tensor | None = None  # [B, T] centred norm of the mid stream m_l (sequential)
+    xnorm: Tensor | None = None  # [B, T] ‖x_l‖
+    qn: Tensor | None = None  # [B, H, T] ‖q_t‖ (after rotary)
+    kn: Tensor | None = None  # [B, H, T] ‖k_s‖
+    half_diam: Tensor | None = None  # [B, H, T] D_t
+    self_attn: Tensor | None = None  # [B, H, T] a_tt
+    injection: Tensor | None = None  # [B, T] ‖δ_t‖, exact
+    injection_bound: Tensor | None = None  # [B, T] Lemma 1
+    dist: Tensor | None = None  # transient [B, H, T, T]
+    v: Tensor | None = None  # transient [B, T, H, d_head]
+
+
+def stat_hooks(
+    model: HookedTransformer, consts: list[LayerConsts], stats: list[LayerStats], nd: torch.dtype
+) -> list[tuple[str, object]]:
+    """Hooks collecting :class:`LayerStats` for every block during one clean forward pass."""
+    rotary = model.cfg.positional_embedding_type == "rotary"
+    hooks = []
+    for layer, (c, st) in enumerate(zip(consts, stats, strict=True)):
+        attn = model.blocks[layer].attn
+
+        def resid_pre(x, hook, st=st):
+            x = x.to(nd)
+            st.c1 = centred_norm(x)
+            st.xnorm = torch.linalg.vector_norm(x, dim=-1)
+
+        def resid_mid(x, hook, st=st):
+            st.c2 = centred_norm(x.to(nd))
+
+        def q_hook(q, hook, st=st):
+            st.qn = torch.linalg.vector_norm(q.to(nd), dim=-1).transpose(1, 2)
+
+        def k_hook(k, hook, st=st):
+            st.kn = torch.linalg.vector_norm(k.to(nd), dim=-1).transpose(1, 2)
+
+        def v_hook(v, hook, st=st, c=c):
+            st.v = v
+            y = torch.einsum("bthe,her->bhtr", v.to(nd), c.o_us.to(nd))
+            b, h, t, r = y.shape
+            dist = torch.cdist(
+                y.reshape(b * h, t, r),
+                y.reshape(b * h, t, r),
+                compute_mode="donot_use_mm_for_euclid_dist",
+            ).reshape(b, h, t, t)
+            st.dist = dist
+            st.half_diam = half_diameters(dist, c.window)
+
+        def pattern_hook(a, hook, st=st, c=c):
+            diag = a.to(nd).diagonal(dim1=-2, dim2=-1)  # [B, H, T]
+            st.self_attn = diag
+            mask = window_mask(a.shape[-1], c.window, a.device)
+            far = st.dist.masked_fill(~mask, 0).amax(-1)  # max_{s∈W(t)} ‖ṽ_s − ṽ_t‖
+            st.injection_bound = ((1 - diag).clamp(min=0) * far).sum(1)
+            st.dist = None
+
+        def z_hook(z, hook, st=st, attn=attn):
+            diff = (z - st.v).to(nd)
+            delta = torch.einsum("bthe,hem->btm", diff, attn.W_O.to(nd))
+            st.injection = torch.linalg.vector_norm(delta, dim=-1)
+            st.v = None
+
+        p = f"blocks.{layer}"
+        hooks += [
+            (f"{p}.hook_resid_pre", resid_pre),
+            (f"{p}.attn.hook_{'rot_q' if rotary else 'q'}", q_hook),
+            (f"{p}.attn.hook_{'rot_k' if rotary else 'k'}", k_hook),
+            (f"{p}.attn.hook_v", v_hook),
+            (f"{p}.attn.hook_pattern", pattern_hook),
+            (f"{p}.attn.hook_z", z_hook),
+        ]
+        if not c.parallel:
+            hooks.append((f"{p}.hook_resid_mid", resid_mid))
+    return hooks
+
+
+# ---------------------------------------------------------------- certified recursion
+
+
+def _ln_gain(e: Tensor, c: Tensor, d: int, eps: float) -> Tensor:
+    """ε̃ bound (LN): ‖n(x') − n(x)‖ given ‖Δ‖ ≤ e and the clean centred norm c."""
+    sigma_seg = torch.sqrt((c - e).clamp(min=0) ** 2 / d + eps)
+    return torch.minimum(e / sigma_seg, torch.full_like(e, 2 * math.sqrt(d)))
+
+
+def attention_step(
+    e: Float[Tensor, "batch pos"], c: LayerConsts, st: LayerStats
+) -> Float[Tensor, "batch pos"]:
+    """Bound (ATTN) on ‖ΔA_t‖ given per-token bounds e_t ≥ ‖Δ_{l,t}‖ on the block's input."""
+    nd = e.dtype
+    eps_n = _ln_gain(e, st.c1, c.d, c.eps)  # [B, T]
+    eps_bar = window_max(eps_n, c.window)  # [B, T]
+    vo, qg, kg = c.vo.to(nd)[:, None], c.q.to(nd)[:, None], c.k.to(nd)[:, None]
+    q_max, k_max = c.q_max.to(nd)[:, None], c.k_max.to(nd)[:, None]
+    k_pert = torch.minimum(st.kn + kg * eps_n[:, None], k_max)  # [B, H, T(s)]
+    q_clean = torch.minimum(st.qn, q_max)  # [B, H, T(t)]
+    z = (qg * eps_n[:, None])[..., :, None] * k_pert[..., None, :] + (q_clean * kg)[
+        ..., :, None
+    ] * eps_n[:, None, None, :]  # [B, H, t, s]
+    mask = window_mask(e.shape[-1], c.window, e.device)
+    z = z.masked_fill(~mask, 0).amax(-1) / c.scale  # [B, H, T]
+    half_diam = torch.minimum(st.half_diam, c.d_max.to(nd)[:, None])
+    per_head = vo * eps_bar[:, None] + z.clamp(max=2.0) * half_diam
+    return per_head.sum(1)
+
+
+def mlp_step(e: Tensor, c: LayerConsts, centred: Tensor) -> Tensor:
+    """Bound (MLP) on ‖ΔF_t‖ given e_t ≥ ‖Δ_t‖ on the LN2 input with clean centred norm c."""
+    return c.mlp * _ln_gain(e, centred, c.d, c.eps)
+
+
+def certified_bounds(
+    consts: list[LayerConsts], stats: list[LayerStats], block: int
+) -> list[Float[Tensor, "batch pos"]]:
+    """Certified tier for a short-circuit at ``block``: per-token bounds for l = block+1 .. L.
+
+    Starts from the exact ‖δ_t‖ of the clean run (and, sequential, the MLP of the block on top),
+    then carries e_{l+1} = e_l + (ATTN) + (MLP) through every later block, clipping at nothing
+    but the weight-tier ingredients. Never looks at the short-circuited run.
+    """
+    c, st = consts[block], stats[block]
+    delta = st.injection
+    e = delta if c.parallel else delta + mlp_step(delta, c, st.c2)
+    out = [e]
+    for c, st in zip(consts[block + 1 :], stats[block + 1 : len(consts)], strict=True):
+        a = attention_step(e, c, st)
+        if c.parallel:
+            e = e + a + mlp_step(e, c, st.c1)
+        else:
+            em = e + a
+            e = em + mlp_step(em, c, st.c2)
+        out.append(e)
+    return out
+
+
+# ---------------------------------------------------------------- Jacobian reference
+
+
+def jacobian_norms(
+    model: HookedTransformer,
+    resid: Float[Tensor, "batch pos d_model"],
+    layer: int,
+    iters: int = 10,
+    seed: int = 0,
+) -> Float[Tensor, " batch"]:
+    """Spectral norm of ∂x_{l+1}/∂x_l on the whole [T, d] stream of each sample, at x_l.
+
+    Power iteration on JᵀJ with forward-mode J v (``torch.func.jvp``) and reverse-mode Jᵀ w
+    (``torch.func.vjp``); the Jacobian is block-diagonal over the batch, so each sample is
+    normalised on its own. Returns ‖J v‖ for the last unit v: a lower estimate of σ_max(J) that
+    converges from below. A first-order reference, not a bound: it is the ℓ2 norm on the whole
+    stream, while the bounds use max over tokens of per-token ℓ2 norms.
+    """
+    block = model.blocks[layer]
+    x = resid.detach()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    v = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x)
+    with torch.enable_grad():
+        _, vjp_fn = torch.func.vjp(block, x)
+        sigma = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+        for _ in range(max(1, iters)):
+            v = v / torch.linalg.vector_norm(v.double(), dim=(1, 2)).to(x)[:, None, None]
+            _, jv = torch.func.jvp(block, (x,), (v,))
+            sigma = torch.linalg.vector_norm(jv.double(), dim=(1, 2))
+            (v,) = vjp_fn(jv)
+    return sigma.detach()

@@ -1,0 +1,139 @@
+"""From tidy run tables to the small per-intervention frames the figures draw.
+
+Conventions shared with the runs (``workbench.memorization``, ``workbench.benchmarks``,
+``workbench.bounds``): ``intervention`` is a ``ShortCircuit`` label (``"none"`` for the unmodified
+model, ``"identity:3"`` for block 3), ``blocks`` is the comma-joined block list (``""`` when
+clean) and ``kind`` is ``"none"`` for the clean model. The figures are per *single* block: rows for
+block sets (``"0,2"``) or other kinds than the one asked for are left out here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+CLEAN_LABEL = "none"
+MEMORIZATION_METRICS = ("exact_match", "token_accuracy", "completion_entropy")
+# The metric a task's accuracy is read from, first present wins (as ``workbench.benchmarks``).
+PRIMARY_METRICS = ("acc", "exact_match", "acc_norm", "f1", "mcc", "em")
+
+
+class MissingColumns(ValueError):
+    """A table lacks a column a figure needs."""
+
+
+def require(df: pd.DataFrame, columns: tuple[str, ...] | list[str], table: str) -> None:
+    """Raise ``MissingColumns`` naming the table and what is missing."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise MissingColumns(
+            f"the {table} table has no column(s) {missing}; it has {list(df.columns)}"
+        )
+
+
+def block_index(df: pd.DataFrame, kind: str = "identity") -> pd.Series:
+    """Per row: the short-circuited block (int), -1 for the clean model, NaN for anything else
+    (block sets, other kinds)."""
+    require(df, ["intervention"], "run")
+    clean = df["intervention"] == CLEAN_LABEL
+    if "blocks" in df.columns:
+        blocks = df["blocks"].fillna("").astype(str)
+    else:  # recover the blocks from the label "kind:3" / "kind:3[h1]"
+        blocks = df["intervention"].astype(str).str.extract(r":([0-9,]+)", expand=False).fillna("")
+    single = blocks.str.fullmatch(r"[0-9]+")
+    if "kind" in df.columns:
+        single &= df["kind"] == kind
+    else:
+        single &= df["intervention"].astype(str).str.startswith(f"{kind}:")
+    single &= ~df["intervention"].astype(str).str.contains(r"\[", regex=True)  # head subsets
+    out = pd.Series(np.nan, index=df.index, dtype="float64")
+    out[single] = blocks[single].astype(int)
+    out[clean] = -1
+    return out
+
+
+def memorization_means(mem: pd.DataFrame, kind: str = "identity") -> pd.DataFrame:
+    """Per model and intervention: mean exact match, token accuracy, completion entropy and the
+    number of samples; with ``block`` (-1 = clean)."""
+    require(mem, ["model", "intervention", *MEMORIZATION_METRICS], "memorization")
+    df = mem.assign(block=block_index(mem, kind)).dropna(subset=["block"])
+    df = df.astype({"exact_match": "float64"})
+    out = df.groupby(["model", "intervention", "block"], sort=False).agg(
+        exact_match=("exact_match", "mean"),
+        token_accuracy=("token_accuracy", "mean"),
+        completion_entropy=("completion_entropy", "mean"),
+        n=("exact_match", "size"),
+    )
+    return out.reset_index().astype({"block": int}).sort_values(["model", "block"], kind="stable")
+
+
+def primary_rows(bench: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, task, intervention): the task's accuracy-like metric."""
+    require(bench, ["model", "task", "intervention", "metric", "value"], "benchmarks")
+    picked = []
+    for _, rows in bench.groupby(["model", "task"], sort=False):
+        for metric in PRIMARY_METRICS:
+            pick = rows[rows["metric"] == metric]
+            if pick.empty:
+                continue
+            if "filter" in pick.columns:
+                filt = "none" if (pick["filter"] == "none").any() else pick["filter"].iloc[0]
+                pick = pick[pick["filter"] == filt]
+            picked.append(pick)
+            break
+    if not picked:
+        raise MissingColumns(f"no task in the benchmarks table reports any of {PRIMARY_METRICS}")
+    return pd.concat(picked, ignore_index=True)
+
+
+def benchmark_accuracy(
+    bench: pd.DataFrame, kind: str = "identity", by: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """Per model and intervention (and ``by``, e.g. ``("group",)``): mean accuracy over tasks and
+    mean relative drop ``(clean − short-circuited) / clean`` over tasks; with ``block``."""
+    df = primary_rows(bench)
+    df = df.assign(block=block_index(df, kind)).dropna(subset=["block"])
+    clean = df[df["block"] == -1].set_index(["model", "task"])["value"]
+    if clean.empty:
+        log.warning("the benchmarks table has no clean ('none') rows: relative drops are NaN")
+    key = pd.MultiIndex.from_frame(df[["model", "task"]])
+    df = df.assign(clean=clean.reindex(key).to_numpy())
+    df = df.assign(relative_drop=(df["clean"] - df["value"]) / df["clean"])
+    out = df.groupby(["model", "intervention", "block", *by], sort=False).agg(
+        accuracy=("value", "mean"),
+        relative_drop=("relative_drop", "mean"),
+        tasks=("task", "nunique"),
+    )
+    return out.reset_index().astype({"block": int}).sort_values(["model", "block"], kind="stable")
+
+
+def joined(mem: pd.DataFrame, bench: pd.DataFrame, kind: str = "identity") -> pd.DataFrame:
+    """Memorization means next to mean benchmark accuracy, per model and short-circuited block."""
+    m = memorization_means(mem, kind)
+    b = benchmark_accuracy(bench, kind)[["model", "block", "accuracy"]]
+    out = m.merge(b, on=["model", "block"], how="inner")
+    if out.empty:
+        raise MissingColumns(
+            "memorization and benchmarks share no (model, block): models "
+            f"{sorted(m['model'].unique())} vs {sorted(b['model'].unique())}"
+        )
+    return out
+
+
+def with_ground_truth(mem: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Memorization rows joined with the per-sample ground truth on the sample index.
+
+    The memorization table's ``sample`` is the row of the evaluated token array; the ground-truth
+    table gives that row as ``row`` (or ``sample``). Ground-truth columns that clash with the
+    memorization table get a ``sample_`` prefix (``kind`` → ``sample_kind``).
+    """
+    require(mem, ["sample"], "memorization")
+    key = "row" if "row" in truth.columns else "sample"
+    require(truth, [key, "dup_count"], "ground-truth")
+    truth = truth.rename(columns={key: "sample"})
+    clash = {c: f"sample_{c}" for c in truth.columns if c != "sample" and c in mem.columns}
+    return mem.merge(truth.rename(columns=clash), on="sample", how="inner", validate="m:1")

@@ -1,0 +1,282 @@
+"""Memorization under short-circuiting: per-sample metrics over every intervention, as a run.
+
+Library::
+
+    from workbench.memorization import sweep
+    df = sweep(model, samples, [CLEAN, *single_block_sweep(range(L))], prefix_len=32)
+
+Command::
+
+    python -m workbench.memorization --model NAME_OR_DIR --data SET.npy --prefix-len 32 \\
+        --batch-size 64 --blocks all --out runs/mem
+
+One row per (intervention, sample): model, dataset, intervention (label), kind, blocks, sample,
+exact_match, token_accuracy, completion_entropy, longest_match, suffix_nll, generated (the greedy
+suffix ids), tf_margin (smallest teacher-forced top-1/top-2 logit gap on the positions that decide
+exact_match; see ``workbench.decode`` on near-ties). Formulas and sources: ``workbench.metrics``;
+the exact, fast engine: ``workbench.decode``.
+
+Run directory: one part per (intervention, batch), so an interrupted sweep keeps every finished
+unit and rerunning the same command resumes where it stopped; ``memorization.parquet`` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from workbench.data import SampleSet, load_samples, validate
+from workbench.decode import BatchResult, Cost, Observer, evaluate_batch
+from workbench.interventions import CLEAN, KINDS, ShortCircuit, parse_blocks, single_block_sweep
+
+log = logging.getLogger(__name__)
+
+TABLE = "memorization"
+COLUMNS = [
+    "model",
+    "dataset",
+    "order",
+    "intervention",
+    "kind",
+    "blocks",
+    "sample",
+    "exact_match",
+    "token_accuracy",
+    "completion_entropy",
+    "longest_match",
+    "suffix_nll",
+    "generated",
+    "tf_margin",
+]
+
+
+def _rows(
+    res: BatchResult, sc: ShortCircuit, order: int, first: int, suffix: np.ndarray, meta: dict
+) -> pd.DataFrame:
+    n, s = suffix.shape
+    gen = res.generated.numpy() if res.generated is not None else None
+    k = res.first_mismatch.numpy()
+    return pd.DataFrame(
+        {
+            "model": meta.get("model", ""),
+            "dataset": meta.get("dataset", ""),
+            "order": order,
+            "intervention": sc.label,
+            "kind": "none" if sc.is_clean else sc.kind,
+            "blocks": ",".join(map(str, sc.blocks)),
+            "sample": np.arange(first, first + n),
+            "exact_match": k == s,
+            "token_accuracy": (gen == suffix).mean(1) if gen is not None else np.nan,
+            "completion_entropy": res.completion_entropy.numpy().astype(np.float64),
+            "longest_match": k.astype(np.int64),
+            "suffix_nll": res.suffix_nll.numpy().astype(np.float64),
+            "generated": list(gen) if gen is not None else None,
+            "tf_margin": res.margin.numpy().astype(np.float64),
+        }
+    )[COLUMNS]
+
+
+def sweep(
+    model: HookedTransformer,
+    samples: SampleSet | np.ndarray | torch.Tensor,
+    interventions: Sequence[ShortCircuit],
+    *,
+    prefix_len: int = 32,
+    batch_size: int = 64,
+    decode: bool = True,
+    observer: Observer | None = None,
+    progress: bool = True,
+    run=None,
+    model_name: str = "",
+    dataset_name: str = "",
+    cost: Cost | None = None,
+    decode_rows: int = 512,
+) -> pd.DataFrame:
+    """Every metric of ``workbench.metrics`` for every (intervention, sample); a tidy table.
+
+    Args:
+        interventions: any list of ``ShortCircuit`` (the clean model is ``CLEAN``); each batch
+            runs the clean model once and every intervention from the clean residual stream
+            below its lowest block.
+        decode: False skips the free-running decode of diverging samples (token_accuracy and
+            generated become NaN/None; exact_match, longest_match, entropy and NLL stay exact).
+        observer: ``observer(intervention, batch_index) -> [(hook_name, fn), ...]``, read-only
+            hooks added to that intervention's teacher-forced pass on that batch (the clean
+            intervention's go on the shared clean pass); e.g. norm tracking. Not called for
+            (intervention, batch) units a resumed run already has.
+        run: a ``workbench.runs.Run``; finished (intervention, batch) units are skipped and each
+            new one is saved as soon as it is done.
+        cost: accumulates forward calls and position-blocks (for benchmarks).
+        decode_rows: how many diverging rows (of several interventions) share decoding steps;
+            bounds memory (see ``workbench.decode.evaluate_batch``).
+    """
+    if isinstance(samples, SampleSet):
+        dataset_name = dataset_name or samples.name
+        tokens = samples.tokens
+    else:
+        tokens = samples.cpu().numpy() if isinstance(samples, torch.Tensor) else samples
+    tokens = validate(tokens, prefix_len=prefix_len, vocab_size=model.cfg.d_vocab)
+    interventions = list(dict.fromkeys(interventions))
+    for sc in interventions:
+        sc.validate(model)
+    meta = {"model": model_name or model.cfg.model_name, "dataset": dataset_name}
+    order = {sc: i for i, sc in enumerate(interventions)}
+    starts = range(0, len(tokens), batch_size)
+    frames: list[pd.DataFrame] = []
+    bar = tqdm(
+        total=len(starts) * len(interventions),
+        disable=not progress,
+        desc="memorization",
+        unit="unit",
+    )
+    for b, first in enumerate(starts):
+        pending = [sc for sc in interventions if run is None or not run.has(TABLE, _key(sc, b))]
+        bar.update(len(interventions) - len(pending))
+        if not pending:
+            continue
+        batch = tokens[first : first + batch_size]
+        results = evaluate_batch(
+            model,
+            torch.from_numpy(batch),
+            pending,
+            prefix_len=prefix_len,
+            decode=decode,
+            observer=observer,
+            batch_index=b,
+            cost=cost,
+            decode_rows=decode_rows,
+        )
+        for sc in pending:
+            df = _rows(results[sc], sc, order[sc], first, batch[:, prefix_len:], meta)
+            if run is not None:
+                run.save(TABLE, _key(sc, b), df)
+            frames.append(df)
+            bar.update(1)
+    bar.close()
+    if run is not None:
+        out = run.finish(TABLE, sort_by=["order", "sample"])
+    else:
+        out = pd.concat(frames, ignore_index=True).sort_values(["order", "sample"], kind="stable")
+    return out.reset_index(drop=True)
+
+
+def _key(sc: ShortCircuit, batch: int) -> str:
+    return f"{sc.label}@{batch:06d}"
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per intervention: sample count and the means of the headline metrics."""
+    return (
+        df.groupby(["order", "intervention"], sort=True)
+        .agg(
+            n=("sample", "size"),
+            exact_match=("exact_match", "mean"),
+            token_accuracy=("token_accuracy", "mean"),
+            entropy=("completion_entropy", "mean"),
+        )
+        .reset_index(level="order", drop=True)
+    )
+
+
+@dataclass
+class MemorizationConfig:
+    """Everything ``python -m workbench.memorization`` needs; saved with the run."""
+
+    model: str | None = None
+    data: str | None = None
+    prefix_len: int = 32
+    batch_size: int = 64
+    blocks: str = "all"
+    kind: str = "identity"
+    clean: bool = True
+    decode: bool = True
+    out: str | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    progress: bool = True
+
+
+def _parse(argv: Sequence[str] | None) -> MemorizationConfig:
+    from workbench.organism import registry
+
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.memorization", description=__doc__.split("\n")[0]
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"organism member, checkpoint dir or TL name (default: {registry.DEFAULT_MODEL})",
+    )
+    default_data = getattr(registry, "DEFAULT_MEMORIZED_SET", None)
+    p.add_argument(
+        "--data",
+        default=None if default_data is None else str(default_data),
+        help=f".npy [N, T] ids, .jsonl (ids or text) or hf:<split> (default: {default_data})",
+    )
+    p.add_argument("--prefix-len", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--blocks", default="all", help="all, 3, 0,2,5 or 2-5: one intervention each")
+    p.add_argument("--kind", default="identity", choices=KINDS)
+    p.add_argument("--no-clean", dest="clean", action="store_false", help="skip the clean model")
+    p.add_argument(
+        "--no-decode",
+        dest="decode",
+        action="store_false",
+        help="teacher-forced metrics only (no token_accuracy / generated)",
+    )
+    p.add_argument("--out", default=None, help="run directory (default: runs/memorization-<model>)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return MemorizationConfig(**vars(p.parse_args(argv)))
+
+
+def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
+    from workbench.models import load_model
+    from workbench.organism import registry
+    from workbench.runs import Run
+
+    cfg = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if cfg.data is None:
+        raise SystemExit("no --data given and the organism registers no DEFAULT_MEMORIZED_SET.")
+    model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    model_name = cfg.model or registry.DEFAULT_MODEL or model.cfg.model_name
+    samples = load_samples(
+        cfg.data, tokenizer=model.tokenizer, prefix_len=cfg.prefix_len, vocab_size=model.cfg.d_vocab
+    )
+    interventions = ([CLEAN] if cfg.clean else []) + single_block_sweep(
+        parse_blocks(cfg.blocks, model.cfg.n_layers), kind=cfg.kind
+    )
+    out = cfg.out or f"runs/memorization-{Path(str(model_name)).name}"
+    run = Run.open(out, {**asdict(cfg), "out": None, "progress": None, "model": str(model_name)})
+    df = sweep(
+        model,
+        samples,
+        interventions,
+        prefix_len=cfg.prefix_len,
+        batch_size=cfg.batch_size,
+        decode=cfg.decode,
+        progress=cfg.progress,
+        run=run,
+        model_name=str(model_name),
+        dataset_name=samples.name,
+    )
+    table = summary(df)
+    sys.stdout.write(f"{model_name} on {samples.name} ({len(samples)} samples) → {out}\n")
+    sys.stdout.write(table.to_string(float_format=lambda x: f"{x:.3f}") + "\n")
+    return df
+
+
+if __name__ == "__main__":
+    main()

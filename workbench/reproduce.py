@@ -1,0 +1,245 @@
+"""Every figure from nothing on the embedded organism: the runs, then the figures.
+
+    python -m workbench.reproduce --out runs/organism --figures figures/
+    python -m workbench.reproduce --quick --out /tmp/quick --figures /tmp/quick-figures
+
+For each organism member (``registry.EMBEDDED_MODELS``, suite order), one run directory per
+evaluation under ``--out``:
+
+- ``memorization-<member>``: every sample of the organism's memorized set
+  (``registry.DEFAULT_MEMORIZED_SET``), the unmodified model and each block short-circuited;
+- ``benchmarks-<member>``: the organism's local lm-eval tasks (language and reasoning groups),
+  the first 100 items of each (``--task-limit``), same interventions;
+- ``bounds-<default member>``: measured / certified / weight-only ‖Δ_l‖ for the default member.
+
+Then ``workbench.figures`` writes figures 1–5 (HTML + PNG + SVG) to ``--figures``. Every run is
+resumable: rerunning the command skips finished units, so an interrupted reproduction continues
+and a finished one only redraws the figures. ``--quick`` evaluates a subset (a few samples and
+task items per member) for smoke tests and the notebooks; its numbers are not the figures'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReproduceConfig:
+    """What ``python -m workbench.reproduce`` runs; the per-run parts are saved with each run."""
+
+    out: str = "runs/organism"
+    figures: str = "figures"
+    members: list[str] | None = None  # None: the whole suite
+    bounds_model: str | None = None  # None: the organism's default member
+    max_samples: int | None = None  # memorization samples per member (None: all)
+    bounds_samples: int | None = 64  # samples for the bounds (the norms, not the scores)
+    task_limit: int | None = 100  # items per benchmark task (None: all; keeps < 15 min)
+    batch_size: int = 64
+    formats: list[str] = field(default_factory=lambda: ["html", "png", "svg"])
+
+    @classmethod
+    def quick(cls, **over) -> ReproduceConfig:
+        """A small, fast setting (seconds per member) for smoke tests and notebooks."""
+        return cls(**{"max_samples": 48, "bounds_samples": 8, "task_limit": 24, **over})
+
+
+def _subset(tokens, n: int | None):
+    """An evenly spaced subset of rows (every kind and duplication count stays represented)."""
+    import numpy as np
+
+    if n is None or n >= len(tokens):
+        return tokens, None
+    rows = np.linspace(0, len(tokens) - 1, n).round().astype(int)
+    return tokens[rows], rows
+
+
+def run_memorization(model, name: str, cfg: ReproduceConfig, out: Path):
+    """The per-sample memorization table of every single-block short-circuit (resumable)."""
+    from workbench.data import load_samples
+    from workbench.interventions import CLEAN, single_block_sweep
+    from workbench.memorization import TABLE, sweep
+    from workbench.organism import registry
+    from workbench.runs import Run
+
+    samples = load_samples(
+        registry.DEFAULT_MEMORIZED_SET, prefix_len=32, vocab_size=model.cfg.d_vocab
+    )
+    tokens, rows = _subset(samples.tokens, cfg.max_samples)
+    run_cfg = {
+        "command": "reproduce.memorization",
+        "model": name,
+        "data": samples.name,
+        "max_samples": cfg.max_samples,
+        "prefix_len": 32,
+        "blocks": "all",
+    }
+    run = Run.open(out, run_cfg)
+    if (out / f"{TABLE}.parquet").exists():
+        return
+    interventions = [CLEAN, *single_block_sweep(range(model.cfg.n_layers))]
+    kw = {
+        "batch_size": cfg.batch_size,
+        "progress": False,
+        "model_name": name,
+        "dataset_name": samples.name,
+    }
+    if rows is None:  # the whole set: resumable per (intervention, batch)
+        sweep(model, tokens, interventions, run=run, **kw)
+        return
+    # a subset: sample = row of the shipped set, so the ground truth still joins
+    df = sweep(model, tokens, interventions, **kw)
+    df["sample"] = rows[df["sample"].to_numpy()]
+    run.save(TABLE, "subset", df)
+    run.finish(TABLE, sort_by=["order", "sample"])
+
+
+def run_benchmarks(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
+    """The organism's local benchmarks under every single-block short-circuit (resumable)."""
+    from workbench.benchmarks import BenchmarkConfig
+    from workbench.benchmarks import run_benchmarks as bench
+
+    if (out / "benchmarks.parquet").exists():
+        return
+    bench(
+        BenchmarkConfig(
+            model=name,
+            blocks="all",
+            limit=cfg.task_limit,
+            bootstrap_iters=0,
+            batch_size=cfg.batch_size,
+            out=str(out),
+        ),
+        model=model,
+    )
+
+
+def run_bounds(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
+    """The layers table of ``workbench.bounds`` for every block (resumable)."""
+    from workbench.bounds import compute_bounds
+    from workbench.data import load_samples
+    from workbench.organism import registry
+    from workbench.runs import Run
+
+    if (out / "layers.parquet").exists():
+        return
+    samples = load_samples(
+        registry.DEFAULT_MEMORIZED_SET, prefix_len=32, vocab_size=model.cfg.d_vocab
+    )
+    tokens, _ = _subset(samples.tokens, cfg.bounds_samples)
+    run = Run.open(
+        out,
+        {
+            "command": "reproduce.bounds",
+            "model": name,
+            "data": samples.name,
+            "max_samples": cfg.bounds_samples,
+            "blocks": "all",
+        },
+    )
+    compute_bounds(
+        model,
+        tokens,
+        range(model.cfg.n_layers),
+        batch_size=16,
+        run=run,
+        model_name=name,
+        decode=False,
+        jacobian_samples=0,
+    )
+
+
+def reproduce(cfg: ReproduceConfig) -> dict:
+    """Run (or resume) every evaluation, then write the figures; returns the timings (seconds)
+    and, per figure, the written files or the reason it was skipped."""
+    import torch
+
+    from workbench.figures.cli import generate
+    from workbench.models import load_model
+    from workbench.organism import registry
+
+    members = cfg.members or list(registry.EMBEDDED_MODELS)
+    dirs = {m: Path(registry.EMBEDDED_MODELS.get(m, m)) for m in members}
+    missing = [m for m, d in dirs.items() if not (d / "config.json").exists()]
+    if missing:
+        raise SystemExit(
+            f"organism checkpoints not found for {missing} under {registry.DATA_DIR}; "
+            "train them with `python -m workbench.organism.train --all`."
+        )
+    bounds_model = cfg.bounds_model or registry.DEFAULT_MODEL
+    out = Path(cfg.out)
+    timings: dict[str, float] = {}
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    for name in members:
+        model = load_model(name)
+        steps = [("memorization", run_memorization), ("benchmarks", run_benchmarks)]
+        if name == bounds_model:
+            steps.append(("bounds", run_bounds))
+        for step, fn in steps:
+            t0 = time.perf_counter()
+            log.info("%s: %s", name, step)
+            fn(model, name, cfg, out / f"{step}-{name}")
+            timings[f"{step}-{name}"] = round(time.perf_counter() - t0, 1)
+            log.info("%s: %s done in %.1f s", name, step, timings[f"{step}-{name}"])
+        del model
+    t0 = time.perf_counter()
+    figures = generate(
+        [out], cfg.figures, models=members, model=registry.DEFAULT_MODEL, formats=cfg.formats
+    )
+    timings["figures"] = round(time.perf_counter() - t0, 1)
+    report = {
+        "config": asdict(cfg),
+        "timings": timings,
+        "figures": {
+            k: v if isinstance(v, str) else [str(p) for p in v] for k, v in figures.items()
+        },
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reproduce.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def parse_args(argv: Sequence[str] | None = None) -> ReproduceConfig:
+    p = argparse.ArgumentParser(
+        prog="python -m workbench.reproduce", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--out", default="runs/organism", help="folder of the run directories")
+    p.add_argument("--figures", default="figures", help="where the figures go")
+    p.add_argument("--members", nargs="+", default=None, help="organism members (default: all)")
+    p.add_argument("--quick", action="store_true", help="a small subset, for smoke tests")
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--task-limit", type=int, default=None, help="items per task (0: all)")
+    p.add_argument("--formats", nargs="+", default=["html", "png", "svg"])
+    a = p.parse_args(argv)
+    over = {"out": a.out, "figures": a.figures, "members": a.members, "formats": a.formats}
+    over |= {
+        k: v
+        for k, v in (("max_samples", a.max_samples), ("task_limit", a.task_limit))
+        if v is not None
+    }
+    if over.get("task_limit") == 0:
+        over["task_limit"] = None
+    return ReproduceConfig.quick(**over) if a.quick else ReproduceConfig(**over)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """CLI entry point: prints the timings and the figures written."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    t0 = time.perf_counter()
+    report = reproduce(parse_args(argv))
+    for name, res in report["figures"].items():
+        print(f"{name}: {res if isinstance(res, str) else ', '.join(res)}")
+    print(f"timings (s): {json.dumps(report['timings'])}")
+    print(f"total wall time {time.perf_counter() - t0:.0f} s")
+    return report
+
+
+if __name__ == "__main__":
+    main()

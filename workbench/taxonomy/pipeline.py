@@ -1,0 +1,275 @@
+"""The whole Guess-or-Recall study as one run: verdicts → labels → features → CNNs → maps → effects.
+
+Steps (each saved in the run directory, see :func:`run`):
+
+1. memorization verdicts from the engine (``workbench.memorization.sweep``; the clean model and
+   every block short-circuited alone), or read from an existing memorization run;
+2. labels in both taxonomies (:mod:`workbench.taxonomy.labels`), next to the organism's ground
+   truth when there is one;
+3. head-pooled attention features, streamed to ``features/attention_<pooling>.npy``;
+4. per taxonomy: every CNN variant × seed (min-F1, per-class F1, confusion matrices), then the
+   localization maps of all those CNNs (``localization_<taxonomy>.npy`` + a per-layer summary);
+5. the per-class short-circuit table (``class_drop``) and HTML figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.taxonomy import cnn, labels, localize, report, split_effects
+from workbench.taxonomy.features import attention_features, head_patterns
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaxonomyConfig:
+    """Everything ``python -m workbench.taxonomy`` needs; saved with the run."""
+
+    model: str | None = None  # None: the organism's default member
+    data: str | None = None  # None: the organism's memorized-sample set
+    ground_truth: str | None = None  # per-row CSV/parquet; None: the organism's (with its data)
+    duplicates_column: str = "dup_count"
+    memorization: str | None = None  # an existing memorization run dir or parquet to reuse
+    prefix_len: int = 32
+    blocks: str = "all"
+    kind: str = "identity"
+    decode: bool = (
+        True  # False: teacher-forced verdicts only (exact_match exact, no token_accuracy)
+    )
+    batch_size: int = 32
+    variants: str = "all"  # "all" or e.g. "k6-c10-mean,k8-c16-max"
+    seeds: int = 3
+    epochs: int = 3
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    train_batch_size: int = 16
+    test_fraction: float = 0.3
+    min_class_size: int = 4
+    localize: bool = True
+    taxonomies: tuple[str, ...] = field(default_factory=lambda: tuple(labels.TAXONOMIES))
+    out: str | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    progress: bool = True
+
+    def variant_list(self) -> list[cnn.CNNVariant]:
+        if self.variants == "all":
+            return list(cnn.VARIANTS)
+        return [cnn.CNNVariant.parse(v.strip()) for v in self.variants.split(",") if v.strip()]
+
+    def train_config(self) -> cnn.TrainConfig:
+        return cnn.TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.train_batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            test_fraction=self.test_fraction,
+        )
+
+
+def _resolve_inputs(cfg: TaxonomyConfig) -> tuple[str, str | None]:
+    from workbench.organism import registry
+
+    if cfg.data is not None:
+        return cfg.data, cfg.ground_truth
+    data = getattr(registry, "DEFAULT_MEMORIZED_SET", None)
+    if data is None:
+        raise SystemExit("no --data given and the organism registers no memorized-sample set.")
+    gt = cfg.ground_truth or getattr(registry, "DEFAULT_GROUND_TRUTH", None)
+    return str(data), None if gt is None else str(gt)
+
+
+def _read_table(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "memorization.parquet"
+    return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+
+
+def memorization_verdicts(cfg: TaxonomyConfig, model, tokens: np.ndarray, run) -> pd.DataFrame:
+    """The engine's table: reused from ``cfg.memorization`` or swept into this run."""
+    if cfg.memorization is not None:
+        table = _read_table(cfg.memorization)
+        log.info("reusing memorization verdicts from %s (%d rows)", cfg.memorization, len(table))
+        return table
+    from workbench.interventions import CLEAN, parse_blocks, single_block_sweep
+    from workbench.memorization import sweep
+
+    interventions = [
+        CLEAN,
+        *single_block_sweep(parse_blocks(cfg.blocks, model.cfg.n_layers), kind=cfg.kind),
+    ]
+    return sweep(
+        model,
+        tokens,
+        interventions,
+        prefix_len=cfg.prefix_len,
+        batch_size=max(cfg.batch_size, 64),
+        decode=cfg.decode,
+        progress=cfg.progress,
+        run=run,
+    )
+
+
+def sample_labels(
+    cfg: TaxonomyConfig,
+    tokens: np.ndarray,
+    memorized: np.ndarray,
+    truth: pd.DataFrame | None,
+    tokenizer,
+) -> pd.DataFrame:
+    """Both taxonomies per sample, with the ground truth's columns (``gt_*``) when known."""
+    dup = None
+    if truth is not None and cfg.duplicates_column in truth.columns:
+        dup = truth[cfg.duplicates_column].to_numpy(dtype=float)
+    config = labels.LabelConfig(prefix_len=cfg.prefix_len)
+    table = labels.label_samples(tokens, memorized, dup, config, tokenizer=tokenizer)
+    if truth is not None:
+        for col in truth.columns:
+            if col not in ("prefix_text", "suffix_text"):
+                table[f"gt_{col}"] = truth[col].to_numpy()
+    return table
+
+
+def _features(cfg, model, tokens, run, poolings) -> dict[str, np.ndarray]:
+    out_dir = run.path / "features"
+    done = out_dir / "done.json"
+    expected = [len(tokens), model.cfg.n_layers, tokens.shape[1], tokens.shape[1]]
+    if done.exists() and json.loads(done.read_text()) == {"poolings": poolings, "shape": expected}:
+        return {p: np.load(out_dir / f"attention_{p}.npy", mmap_mode="r") for p in poolings}
+    feats = attention_features(
+        model,
+        tokens,
+        poolings=poolings,
+        batch_size=cfg.batch_size,
+        out_dir=out_dir,
+        progress=cfg.progress,
+    )
+    done.write_text(json.dumps({"poolings": poolings, "shape": expected}))
+    return feats
+
+
+def _class_labels(table: pd.DataFrame, taxonomy: str, min_size: int) -> tuple[np.ndarray, list]:
+    """Class indices with classes smaller than ``min_size`` excluded (-1), and kept classes."""
+    idx = labels.class_indices(table[taxonomy].tolist(), taxonomy)
+    names = labels.TAXONOMIES[taxonomy]
+    counts = np.bincount(idx[idx >= 0], minlength=len(names))
+    kept = [c for c in range(len(names)) if counts[c] >= min_size]
+    dropped = [names[c] for c in range(len(names)) if c not in kept]
+    if dropped:
+        log.warning(
+            "%s: classes %s have < %d samples and are left out", taxonomy, dropped, min_size
+        )
+    remap = {c: i for i, c in enumerate(kept)}
+    return np.array([remap.get(int(i), -1) for i in idx]), [names[c] for c in kept]
+
+
+def run(cfg: TaxonomyConfig) -> dict:
+    """Run the study; returns the tables (and the run path) also saved in the run directory."""
+    from workbench.data import load_samples
+    from workbench.models import load_model
+    from workbench.organism import registry
+    from workbench.runs import Run
+
+    data, gt_path = _resolve_inputs(cfg)
+    model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    model_name = str(cfg.model or registry.DEFAULT_MODEL or model.cfg.model_name)
+    tokens = load_samples(
+        data, tokenizer=model.tokenizer, prefix_len=cfg.prefix_len, vocab_size=model.cfg.d_vocab
+    ).tokens
+    truth = None if gt_path is None else _read_table(gt_path)
+    if truth is not None and len(truth) != len(tokens):
+        raise ValueError(f"ground truth {gt_path} has {len(truth)} rows for {len(tokens)} samples")
+    out = cfg.out or f"runs/taxonomy-{Path(model_name).name}"
+    record = {
+        **asdict(cfg),
+        "out": None,
+        "progress": None,
+        "model": model_name,
+        "data": data,
+        "ground_truth": gt_path,
+    }
+    run_ = Run.open(out, record)
+
+    mem = memorization_verdicts(cfg, model, tokens, run_)
+    table = sample_labels(
+        cfg, tokens, split_effects.clean_verdicts(mem, len(tokens)), truth, model.tokenizer
+    )
+    run_.save("labels", "all", table)
+    results: dict = {"path": run_.path, "labels": run_.finish("labels")}
+
+    variants = cfg.variant_list()
+    poolings = sorted({v.pooling for v in variants})
+    feats = _features(cfg, model, tokens, run_, poolings)
+    taxonomies = [t for t in cfg.taxonomies if t in table.columns]
+    for taxonomy in taxonomies:
+        y, classes = _class_labels(table, taxonomy, cfg.min_class_size)
+        if len(classes) < 2:
+            log.warning("%s: fewer than two classes to tell apart; skipped", taxonomy)
+            continue
+        scores, confusion, trained = cnn.evaluate(
+            feats,
+            y,
+            classes,
+            variants=variants,
+            seeds=range(cfg.seeds),
+            config=cfg.train_config(),
+        )
+        for name, df in (("scores", scores), ("confusion", confusion)):
+            df.insert(0, "taxonomy", taxonomy)
+            run_.save(name, taxonomy, df)
+        if cfg.localize:
+            maps, _ = localize.localization_maps(
+                trained,
+                feats,
+                y,
+                len(classes),
+                lambda idx: head_patterns(model, _tensor(tokens[idx])),
+            )
+            np.save(run_.path / f"localization_{taxonomy}.npy", maps)
+            summary = localize.layer_summary(maps, classes, cfg.prefix_len)
+            summary.insert(0, "taxonomy", taxonomy)
+            run_.save("localization", taxonomy, summary)
+            title = f"Localization maps ({taxonomy}), {model_name}"
+            report.localization_figure(maps, classes, title, cfg.prefix_len).write_html(
+                run_.path / f"localization_{taxonomy}.html"
+            )
+    for name in ("scores", "confusion", "localization"):
+        results[name] = run_.finish(name)
+    if not results["scores"].empty:
+        report.min_f1_figure(results["scores"]).write_html(run_.path / "min_f1.html")
+        results["min_f1"] = min_f1_summary(results["scores"])
+        run_.save("min_f1", "all", results["min_f1"])
+        run_.finish("min_f1")
+    if not results["localization"].empty:
+        report.layer_share_figure(results["localization"]).write_html(
+            run_.path / "localization_layers.html"
+        )
+    drops = split_effects.class_drop(mem, table, taxonomies)
+    run_.save("class_drop", "all", drops)
+    results["class_drop"] = run_.finish("class_drop")
+    split_effects.drop_figure(drops).write_html(run_.path / "class_drop.html")
+    return results
+
+
+def min_f1_summary(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread over seeds of each variant's min-F1, per taxonomy, best first."""
+    frames = []
+    for taxonomy, g in scores.groupby("taxonomy", sort=False):
+        s = cnn.summarize(g)
+        s.insert(0, "taxonomy", taxonomy)
+        frames.append(s)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _tensor(x: np.ndarray):
+    import torch
+
+    return torch.as_tensor(x, dtype=torch.long)

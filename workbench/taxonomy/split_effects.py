@@ -1,0 +1,142 @@
+"""Beyond both papers: the memorization drop per short-circuited block, split by taxonomy class.
+
+Attention short-circuiting (Menta et al. 2025) of block ``i`` makes its attention the identity.
+Joining the memorization engine's per-sample verdicts (``workbench.memorization.sweep``: one row
+per intervention × sample with ``exact_match`` and ``token_accuracy``) with the taxonomy labels
+asks: does short-circuiting late blocks remove *recall* (Dentan et al. 2025) or *recitation*
+(Prashanth et al. 2024) while keeping *guess* / *reconstruct*?
+
+The verdicts are the engine's, never recomputed here: the clean model's ``exact_match`` also
+defines which samples are memorized (the labels' input), so the clean exact match of a memorized
+class is 1 and its drop under block ``i`` is the fraction of the class no longer extractable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from workbench.taxonomy.labels import TAXONOMIES
+
+CLEAN_LABEL = "none"
+
+
+def clean_verdicts(memorization: pd.DataFrame, n_samples: int | None = None) -> np.ndarray:
+    """The clean model's ``exact_match`` per sample (row order = sample index)."""
+    clean = memorization[memorization["intervention"] == CLEAN_LABEL]
+    if clean.empty:
+        raise ValueError("the memorization table has no clean rows (intervention == 'none')")
+    clean = clean.drop_duplicates("sample").set_index("sample")["exact_match"]
+    n = int(clean.index.max()) + 1 if n_samples is None else n_samples
+    missing = sorted(set(range(n)) - set(clean.index.tolist()))
+    if missing:
+        more = "..." if len(missing) > 5 else ""
+        raise ValueError(f"no clean verdict for samples {missing[:5]}{more}")
+    return clean.reindex(range(n)).to_numpy(dtype=bool)
+
+
+def _block(blocks: str) -> float:
+    parts = [p for p in str(blocks).split(",") if p != ""]
+    return float(parts[0]) if len(parts) == 1 else np.nan
+
+
+def class_drop(
+    memorization: pd.DataFrame,
+    labels: pd.DataFrame,
+    taxonomies: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Exact match and its drop per intervention × taxonomy × class (a tidy table).
+
+    Args:
+        memorization: the engine's table (columns ``intervention``, ``blocks``, ``sample``,
+            ``exact_match``, and ``token_accuracy`` when decoded).
+        labels: :func:`workbench.taxonomy.labels.label_samples`' table (``sample`` + one column
+            per taxonomy).
+
+    Columns: taxonomy, class, intervention, blocks, block (the single block, NaN otherwise), n,
+    exact_match, clean_exact_match, drop (clean − intervened), relative_drop (drop / clean),
+    token_accuracy, token_accuracy_drop.
+    """
+    taxonomies = [t for t in (taxonomies or TAXONOMIES) if t in labels.columns]
+    has_acc = "token_accuracy" in memorization.columns
+    cols = ["intervention", "blocks", "sample", "exact_match"] + (["token_accuracy"] * has_acc)
+    mem = memorization[cols].copy()
+    mem["exact_match"] = mem["exact_match"].astype(float)
+    if not has_acc:
+        mem["token_accuracy"] = np.nan
+    frames = []
+    for taxonomy in taxonomies:
+        joined = mem.merge(labels[["sample", taxonomy]], on="sample", how="inner")
+        joined = joined.rename(columns={taxonomy: "class"}).dropna(subset=["class"])
+        agg = (
+            joined.groupby(["intervention", "blocks", "class"], sort=False)
+            .agg(
+                n=("sample", "size"),
+                exact_match=("exact_match", "mean"),
+                token_accuracy=("token_accuracy", "mean"),
+            )
+            .reset_index()
+        )
+        clean = agg[agg["intervention"] == CLEAN_LABEL].set_index("class")
+        agg["clean_exact_match"] = agg["class"].map(clean["exact_match"])
+        agg["clean_token_accuracy"] = agg["class"].map(clean["token_accuracy"])
+        agg["drop"] = agg["clean_exact_match"] - agg["exact_match"]
+        agg["relative_drop"] = np.where(
+            agg["clean_exact_match"] > 0, agg["drop"] / agg["clean_exact_match"], np.nan
+        )
+        agg["token_accuracy_drop"] = agg["clean_token_accuracy"] - agg["token_accuracy"]
+        agg["block"] = agg["blocks"].map(_block)
+        agg.insert(0, "taxonomy", taxonomy)
+        order = {c: i for i, c in enumerate(TAXONOMIES.get(taxonomy, ()))}
+        agg["_order"] = agg["class"].map(order)
+        frames.append(agg.sort_values(["_order", "block"], kind="stable").drop(columns="_order"))
+    columns = [
+        "taxonomy",
+        "class",
+        "intervention",
+        "blocks",
+        "block",
+        "n",
+        "exact_match",
+        "clean_exact_match",
+        "drop",
+        "relative_drop",
+        "token_accuracy",
+        "token_accuracy_drop",
+    ]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def drop_matrix(table: pd.DataFrame, taxonomy: str, value: str = "drop") -> pd.DataFrame:
+    """Wide view of :func:`class_drop` for one taxonomy: classes × single blocks."""
+    t = table[(table["taxonomy"] == taxonomy) & table["block"].notna()]
+    wide = t.pivot_table(index="class", columns="block", values=value, aggfunc="first")
+    wide.columns = [f"block {int(b)}" for b in wide.columns]
+    order = [c for c in TAXONOMIES.get(taxonomy, ()) if c in wide.index]
+    return wide.loc[order + [c for c in wide.index if c not in order]]
+
+
+def drop_figure(table: pd.DataFrame, value: str = "drop"):
+    """Plotly figure: ``value`` per short-circuited block, one line per class, one panel per
+    taxonomy."""
+    import plotly.express as px
+
+    t = table[table["block"].notna()].copy()
+    t["block"] = t["block"].astype(int)
+    fig = px.line(
+        t,
+        x="block",
+        y=value,
+        color="class",
+        facet_col="taxonomy",
+        markers=True,
+        hover_data=["n", "exact_match", "clean_exact_match", "token_accuracy"],
+        title="Memorization drop when one block's attention is short-circuited, by class",
+    )
+    fig.update_yaxes(title_text=f"exact-match {value}" if value == "drop" else value)
+    fig.update_xaxes(dtick=1, title_text="short-circuited block")
+    return fig
