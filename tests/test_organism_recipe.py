@@ -20,6 +20,15 @@ from workbench.organism import members, registry, train
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _only_when_asked(request):
+    """Run only when selected with ``-m slow`` (a plain ``pytest`` run, as in CI, skips these)."""
+    if "slow" not in (request.config.getoption("markexpr") or "") or "not slow" in (
+        request.config.getoption("markexpr") or ""
+    ):
+        pytest.skip("slow: run with -m slow")
+
+
 def test_reduced_recipe_runs(tmp_path):
     argv = ["--member", "organism-neox-s", "--out", str(tmp_path), "--rows", "2000"]
     assert train.main([*argv, "--epochs", "2", "--threads", "2"]) == 0
