@@ -1,4 +1,4 @@
-"""Write the four notebooks of notebooks/ from the cells below.
+"""Write the five notebooks of notebooks/ from the cells below.
 
     python notebooks/build_notebooks.py
 
@@ -140,15 +140,15 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "md",
             "# 04 · The paper's figures\n\n`python -m workbench.reproduce` makes every run and "
             "figure of figures/ (about a quarter of an hour on a 2-core CPU). This notebook "
-            "reads those runs when they exist (`runs/organism`), and otherwise makes a quick, "
+            "reads the stored runs behind them (`data/runs/organism`), and otherwise makes a quick, "
             "reduced reproduction in a temporary directory, then draws the five figures.",
         ),
         ("code", SETUP),
         (
             "code",
             "from workbench.reproduce import ReproduceConfig, reproduce\n\n"
-            "stored = Path('../runs/organism')\n"
-            "if (stored / 'reproduce.json').exists():\n"
+            "stored = Path('../data/runs/organism')  # the committed runs behind figures/\n"
+            "if any(stored.glob('*/config.json')):\n"
             "    runs = stored\n"
             "else:\n"
             "    tmp = Path(tempfile.mkdtemp())\n"
@@ -209,6 +209,100 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ),
     ],
 }
+
+
+NOTEBOOKS["05_guess_or_recall.ipynb"] = [
+    ("md", """# 05 · Guess or Recall
+
+Dentan, Buscaldi & Vanier 2025, *Guess or Recall? Training CNNs to Classify and Localize
+Memorization in LLMs* (arXiv 2508.02573), on the embedded organism, where we know which samples
+were inserted, how often, and which are predictable templates.
+
+1. **labels**: memorized = 32-extractable (the memorization engine's clean verdict); *guess* =
+   memorized and a template or ROUGE-L / ROUGE-3 ≥ 0.5 between prefix and suffix; *recall* = the
+   other memorized samples. Next to it, Prashanth et al. 2024's recite / reconstruct / recollect.
+2. **features**: each layer's attention pattern pooled over heads (mean or max), `[layers, 64, 64]`.
+3. **CNNs**: eight variants, scored by the minimum per-class F1 on held-out samples.
+4. **localization**: guided backpropagation → one 64×64 map per layer and class.
+5. **beyond the paper**: the memorization drop per short-circuited block, split by class.
+
+The whole study is one command, `python -m workbench.taxonomy` (all eight variants × 3 seeds).
+This notebook reads the stored run of the organism (`data/runs/taxonomy`) and otherwise makes
+a quick one (two variants, one seed, in a temporary directory)."""),
+    ("code", """import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from workbench.taxonomy import GUESS_RECALL, RECITE_RECONSTRUCT_RECOLLECT, TaxonomyConfig, run
+
+torch.set_num_threads(2)
+pd.set_option("display.precision", 3)
+
+stored = Path("../data/runs/taxonomy")
+if (stored / "class_drop.parquet").exists() and (stored / "min_f1.parquet").exists():
+    out = stored
+else:  # a quick run: teacher-forced verdicts, two CNN variants, one seed
+    out = Path(tempfile.mkdtemp()) / "taxonomy"
+    run(TaxonomyConfig(out=str(out), variants="k6-c10-mean,k6-c10-max", seeds=1, progress=False))
+tables = {name: pd.read_parquet(out / f"{name}.parquet")
+          for name in ("labels", "min_f1", "scores", "confusion", "localization", "class_drop")}
+print(out, {k: len(v) for k, v in tables.items()})"""),
+    ("md", """## 1 · Labels against the organism's ground truth
+
+Rows: the kind of sample the organism's data generator made (canaries inserted *dup* times,
+templates, text, held-out controls); columns: the label the taxonomy gives it."""),
+    ("code", """labels = tables["labels"]
+pd.crosstab([labels["gt_kind"], labels["gt_dup_count"]], labels[GUESS_RECALL])"""),
+    ("code", """pd.crosstab(labels["gt_kind"], labels[RECITE_RECONSTRUCT_RECOLLECT])"""),
+    ("md", """Template detection on token *values* (numbers read as numbers) against the generator's
+template flag:"""),
+    ("code", """pd.crosstab(labels["gt_is_guess_template"], labels["template"])"""),
+    ("md", """## 2–3 · Attention features and the CNNs
+
+The features are in the run (`features/attention_<pooling>.npy`, `[samples, layers, 64, 64]`);
+each CNN variant × seed is scored by the minimum per-class F1 on held-out samples."""),
+    ("code", """import numpy as np
+
+features = out / "features" / "attention_mean.npy"  # not stored in data/runs: 20 MB
+if features.exists():
+    print("features:", np.load(features, mmap_mode="r").shape)
+tables["min_f1"]"""),
+    ("code", """best = tables["min_f1"].sort_values("min_f1", ascending=False).groupby("taxonomy").head(1)
+best"""),
+    ("md", "Confusion matrices of each taxonomy's best variant (summed over seeds):"),
+    ("code", """conf = tables["confusion"].merge(best[["taxonomy", "variant"]])
+for taxonomy, g in conf.groupby("taxonomy"):
+    print(taxonomy)
+    print(g.pivot_table(index="true", columns="predicted", values="count", aggfunc="sum"), "\\n")"""),
+    ("md", """## 4 · Localization
+
+Each class's share of the map mass per layer, and the layers each class points to."""),
+    ("code", """from workbench.taxonomy import top_layers
+
+loc = tables["localization"]
+for taxonomy, g in loc.groupby("taxonomy"):
+    print(taxonomy, top_layers(g, k=2))
+loc.pivot_table(index=["taxonomy", "class"], columns="layer", values="share")"""),
+    ("code", """from workbench.taxonomy import labels as taxonomy_labels
+from workbench.taxonomy.report import localization_figure
+
+maps = np.load(out / f"localization_{GUESS_RECALL}.npy")
+classes = [c for c in taxonomy_labels.TAXONOMIES[GUESS_RECALL] if c in set(loc["class"])]
+localization_figure(maps, classes, "Guess / recall localization maps")"""),
+    ("md", """## 5 · Beyond both papers: which blocks does each class need?
+
+Exact-match drop when one block's attention is short-circuited (Menta et al. 2025), per class.
+A memorized class starts at exact match 1 (the clean verdict defines it), so the drop is the
+fraction of the class the model no longer reproduces."""),
+    ("code", """from workbench.taxonomy import drop_figure, drop_matrix
+
+drops = tables["class_drop"]
+display(drop_matrix(drops, GUESS_RECALL))
+display(drop_matrix(drops, RECITE_RECONSTRUCT_RECOLLECT))
+drop_figure(drops)"""),
+]
 
 
 def build(out_dir: Path = HERE) -> list[Path]:

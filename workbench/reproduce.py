@@ -9,7 +9,7 @@ evaluation under ``--out``:
 - ``memorization-<member>``: every sample of the organism's memorized set
   (``registry.DEFAULT_MEMORIZED_SET``), the unmodified model and each block short-circuited;
 - ``benchmarks-<member>``: the organism's local lm-eval tasks (language and reasoning groups),
-  the first 100 items of each (``--task-limit``), same interventions;
+  every item of each (``--task-limit N`` for the first N), same interventions;
 - ``bounds-<default member>``: measured / certified / weight-only ‖Δ_l‖ for the default member.
 
 Then ``workbench.figures`` writes figures 1–5 (HTML + PNG + SVG) to ``--figures``. Every run is
@@ -40,8 +40,8 @@ class ReproduceConfig:
     members: list[str] | None = None  # None: the whole suite
     bounds_model: str | None = None  # None: the organism's default member
     max_samples: int | None = None  # memorization samples per member (None: all)
-    bounds_samples: int | None = 64  # samples for the bounds (the norms, not the scores)
-    task_limit: int | None = 100  # items per benchmark task (None: all; keeps < 15 min)
+    bounds_samples: int | None = None  # samples for the bounds (None: all)
+    task_limit: int | None = None  # items per benchmark task (None: all)
     batch_size: int = 64
     formats: list[str] = field(default_factory=lambda: ["html", "png", "svg"])
 
@@ -215,7 +215,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ReproduceConfig:
     p.add_argument("--members", nargs="+", default=None, help="organism members (default: all)")
     p.add_argument("--quick", action="store_true", help="a small subset, for smoke tests")
     p.add_argument("--max-samples", type=int, default=None)
-    p.add_argument("--task-limit", type=int, default=None, help="items per task (0: all)")
+    p.add_argument("--task-limit", type=int, default=None, help="items per task (default: all)")
     p.add_argument("--formats", nargs="+", default=["html", "png", "svg"])
     a = p.parse_args(argv)
     over = {"out": a.out, "figures": a.figures, "members": a.members, "formats": a.formats}

@@ -206,7 +206,7 @@ def relative_drop_figure(bench, *, model: str | None = None, kind: str = "identi
         )
     fig.add_hline(y=0, line_color="#999", line_width=1)
     fig.update_layout(
-        title=f"{model}: relative decrease in accuracy per short-circuited block",
+        title=f"{model}: relative accuracy drop per short-circuited block",
         xaxis_title=BLOCK_TITLE,
         yaxis_title="Relative decrease in accuracy",
         xaxis={"dtick": 1},
