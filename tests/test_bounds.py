@@ -28,15 +28,6 @@ TOKENS = torch.randint(1, 96, (5, 24), generator=torch.Generator().manual_seed(7
 PREFIX = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny float64 kernels: one thread is several times faster on a busy shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def neox64(tiny_neox_dir):
     return load_model(tiny_neox_dir, device="cpu", dtype="float64")

@@ -24,15 +24,6 @@ from workbench.lm_eval_adapter import HookedLM, score_pairs
 TASKS = ["tiny_language", "tiny_reasoning"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, much faster on a shared, busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_tiny_tasks(root: Path, n_docs: int = 8, seed: int = 0) -> Path:
     """Four local lm-eval tasks over the tiny models' vocabulary (w1 … w95), in two groups:
     tiny_language = multiple choice (multi-token answers) + rolling perplexity (texts longer than

@@ -17,16 +17,6 @@ from workbench.runs import Run
 P, S = 8, 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is ~50x faster than two
-    contended ones (spin-waiting); restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def memorized_set(model, n=12, *, prefix_len=P, suffix_len=S, seed=0) -> torch.Tensor:
     """Rows whose true suffix is the model's own greedy continuation ("memorized"), then some
     perturbed at chosen positions (divergence there) and some with random suffixes."""
