@@ -55,6 +55,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from workbench import bounds_math as bm
+from workbench.figures import StaticExportError, save
 from workbench.interventions import CLEAN, ShortCircuit, parse_blocks
 
 log = logging.getLogger(__name__)
@@ -541,10 +542,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
     table = summary(tables)
     table.to_csv(out / "summary.csv")
     fig = figure(tables)
-    fig.write_html(out / "bounds.html", include_plotlyjs=True)
+    save(fig, out, "bounds", formats=("html",))  # plotly.js once per folder, offline
     try:  # static copy when kaleido can render; the HTML is the figure of record
-        fig.write_image(out / "bounds.png")
-    except Exception as err:
+        save(fig, out, "bounds", formats=("png",))
+    except StaticExportError as err:
         log.info("no static PNG (%s); the figure is in bounds.html", err)
     elapsed = time.perf_counter() - start
     fmt = {c: (lambda x: f"{x:.3g}") for c in table.columns}

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from workbench.figures import save
 from workbench.taxonomy import cnn, labels, localize, report, split_effects
 from workbench.taxonomy.features import attention_features, head_patterns
 
@@ -238,24 +239,22 @@ def run(cfg: TaxonomyConfig) -> dict:
             summary.insert(0, "taxonomy", taxonomy)
             run_.save("localization", taxonomy, summary)
             title = f"Localization maps ({taxonomy}), {model_name}"
-            report.localization_figure(maps, classes, title, cfg.prefix_len).write_html(
-                run_.path / f"localization_{taxonomy}.html"
-            )
+            fig = report.localization_figure(maps, classes, title, cfg.prefix_len)
+            save(fig, run_.path, f"localization_{taxonomy}", formats=("html",))
     for name in ("scores", "confusion", "localization"):
         results[name] = run_.finish(name)
     if not results["scores"].empty:
-        report.min_f1_figure(results["scores"]).write_html(run_.path / "min_f1.html")
+        save(report.min_f1_figure(results["scores"]), run_.path, "min_f1", formats=("html",))
         results["min_f1"] = min_f1_summary(results["scores"])
         run_.save("min_f1", "all", results["min_f1"])
         run_.finish("min_f1")
     if not results["localization"].empty:
-        report.layer_share_figure(results["localization"]).write_html(
-            run_.path / "localization_layers.html"
-        )
+        fig = report.layer_share_figure(results["localization"])
+        save(fig, run_.path, "localization_layers", formats=("html",))
     drops = split_effects.class_drop(mem, table, taxonomies)
     run_.save("class_drop", "all", drops)
     results["class_drop"] = run_.finish("class_drop")
-    split_effects.drop_figure(drops).write_html(run_.path / "class_drop.html")
+    save(split_effects.drop_figure(drops), run_.path, "class_drop", formats=("html",))
     return results
 
 
