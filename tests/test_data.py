@@ -30,6 +30,7 @@ def test_npy_roundtrip(tmp_path):
         (np.zeros((2, 8), dtype=np.int64), {"prefix_len": 8}, "prefix length 8"),
         (np.zeros((2, 8), dtype=np.int64), {"prefix_len": 0}, "prefix length 0"),
         (np.array([[1, 2], [3]], dtype=object), {}, "different lengths"),
+        (np.zeros((2, 8), dtype=np.int64), {"n_ctx": 6}, "context is 6"),
     ],
 )
 def test_bad_sets_raise_clear_errors(arr, kwargs, message):

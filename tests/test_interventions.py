@@ -250,6 +250,62 @@ def test_record_is_small_printable_serializable():
     assert [s.label for s in single_block_sweep(range(2))] == ["identity:0", "identity:1"]
 
 
+def identity_pattern(heads):
+    """TransformerLens' own attention with the chosen heads' probabilities set to the identity."""
+
+    def hook(pattern, hook):
+        eye = torch.eye(pattern.shape[-1], dtype=pattern.dtype)
+        pattern = pattern.clone()
+        pattern[:, list(heads)] = eye
+        return pattern
+
+    return hook
+
+
+@pytest.mark.parametrize("heads", [None, (1,), (0, 3)])
+def test_grouped_query_attention_against_identity_pattern(heads):
+    """Grouped key/value heads (Llama-style): values are shared by query heads, and the
+    replacement must expand them exactly as the model's own attention does."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        n_key_value_heads=2,
+        d_head=8,
+        d_mlp=64,
+        d_vocab=96,
+        n_ctx=64,
+        act_fn="silu",
+        gated_mlp=True,
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        original_architecture="LlamaForCausalLM",
+    )
+    model = HookedTransformer(cfg).eval()
+    sc = ShortCircuit((1,), heads)
+    oracle = identity_pattern(range(4) if heads is None else heads)
+    with torch.no_grad():
+        ref = model.run_with_hooks(TOKENS, fwd_hooks=[("blocks.1.attn.hook_pattern", oracle)])
+        with sc.apply(model):
+            ours = model(TOKENS)
+        clean = model(TOKENS)
+    assert (clean - ref).abs().max() > 1e-4
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_table_columns_name_the_clean_model_none():
+    assert CLEAN.columns() == {"intervention": "none", "kind": "none", "blocks": ""}
+    assert ShortCircuit((2, 0), kind="zero").columns() == {
+        "intervention": "zero:0,2",
+        "kind": "zero",
+        "blocks": "0,2",
+    }
+
+
 def test_bad_records_and_specs(tiny_neox):
     with pytest.raises(ValueError, match="unknown kind"):
         ShortCircuit((1,), kind="mean-ish")

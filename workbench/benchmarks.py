@@ -274,7 +274,7 @@ def run_benchmarks(
     else:
         model_name = cfg.model or model.cfg.model_name
     out = cfg.out or f"runs/benchmarks/{Path(str(model_name)).name}"
-    run = Run.open(out, asdict(cfg))
+    run = Run.open(out, {**asdict(cfg), "out": None, "model": str(model_name)})
     tm = task_manager(cfg.tasks, cfg.include_path)
     items = list(cfg.tasks or default_tasks(tm))
     sweep = interventions_for(cfg, model.cfg.n_layers)
@@ -301,12 +301,7 @@ def run_benchmarks(
                     bootstrap_iters=cfg.bootstrap_iters,
                     log_samples=False,
                 )
-            base = {
-                "model": str(model_name),
-                "intervention": sc.label,
-                "kind": sc.kind,
-                "blocks": ",".join(map(str, sc.blocks)),
-            }
+            base = {"model": str(model_name), **sc.columns()}
             rows = result_rows(res, base, cfg.groups)
             run.save(TABLE, _key(item, sc), pd.DataFrame(rows, columns=COLUMNS))
             bar.update()

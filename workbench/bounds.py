@@ -304,10 +304,11 @@ def compute_bounds(
         if b == 0 and jacobian_samples > 0 and jacobian_iters > 0 and blocks:
             out["jacobian"] = tracker.jacobian(jacobian_samples, jacobian_iters, first, model_name)
         tracker._reset()
-        for name, df in out.items():
+        # "layers" marks a finished batch on resume, so it is saved last
+        for name in sorted(out, key=lambda table: table == "layers"):
             if run is not None:
-                run.save(name, key, df)
-            parts[name].append(df)
+                run.save(name, key, out[name])
+            parts[name].append(out[name])
     if run is not None:
         tables = {name: run.finish(name) for name in TABLES}
     else:

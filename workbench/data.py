@@ -49,6 +49,7 @@ def validate(
     *,
     prefix_len: int | None = None,
     vocab_size: int | None = None,
+    n_ctx: int | None = None,
     name: str = "samples",
 ) -> np.ndarray:
     """Check a token array and return it as a C-contiguous int64 ``[N, T]`` array."""
@@ -68,6 +69,10 @@ def validate(
         raise SampleSetError(
             f"{name}: prefix length {prefix_len} must be in [1, T) with "
             f"T = {arr.shape[1]} tokens per sample (no suffix left otherwise)."
+        )
+    if n_ctx is not None and arr.shape[1] > n_ctx:
+        raise SampleSetError(
+            f"{name}: {arr.shape[1]} tokens per sample, but the model's context is {n_ctx}."
         )
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or (vocab_size is not None and hi >= vocab_size):

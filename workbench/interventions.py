@@ -80,6 +80,14 @@ class ShortCircuit:
     def __str__(self) -> str:
         return self.label
 
+    def columns(self) -> dict[str, str]:
+        """The columns every results table uses to name an intervention (clean: kind "none")."""
+        return {
+            "intervention": self.label,
+            "kind": "none" if self.is_clean else self.kind,
+            "blocks": ",".join(map(str, self.blocks)),
+        }
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["blocks"] = list(self.blocks)

@@ -71,9 +71,7 @@ def _rows(
             "model": meta.get("model", ""),
             "dataset": meta.get("dataset", ""),
             "order": order,
-            "intervention": sc.label,
-            "kind": "none" if sc.is_clean else sc.kind,
-            "blocks": ",".join(map(str, sc.blocks)),
+            **sc.columns(),
             "sample": np.arange(first, first + n),
             "exact_match": k == s,
             "token_accuracy": (gen == suffix).mean(1) if gen is not None else np.nan,
@@ -125,7 +123,9 @@ def sweep(
         tokens = samples.tokens
     else:
         tokens = samples.cpu().numpy() if isinstance(samples, torch.Tensor) else samples
-    tokens = validate(tokens, prefix_len=prefix_len, vocab_size=model.cfg.d_vocab)
+    tokens = validate(
+        tokens, prefix_len=prefix_len, vocab_size=model.cfg.d_vocab, n_ctx=model.cfg.n_ctx
+    )
     interventions = list(dict.fromkeys(interventions))
     for sc in interventions:
         sc.validate(model)

@@ -80,6 +80,7 @@ def run_memorization(model, name: str, cfg: ReproduceConfig, out: Path):
         "max_samples": cfg.max_samples,
         "prefix_len": 32,
         "blocks": "all",
+        "batch_size": cfg.batch_size,  # parts are keyed by batch: resume only with the same one
     }
     run = Run.open(out, run_cfg)
     if (out / f"{TABLE}.parquet").exists():
@@ -142,6 +143,7 @@ def run_bounds(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
             "data": samples.name,
             "max_samples": cfg.bounds_samples,
             "blocks": "all",
+            "batch_size": 16,
         },
     )
     compute_bounds(

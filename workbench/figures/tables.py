@@ -14,9 +14,11 @@ import logging
 import numpy as np
 import pandas as pd
 
+from workbench.interventions import CLEAN
+
 log = logging.getLogger(__name__)
 
-CLEAN_LABEL = "none"
+CLEAN_LABEL = CLEAN.label
 MEMORIZATION_METRICS = ("exact_match", "token_accuracy", "completion_entropy")
 # The metric a task's accuracy is read from, first present wins (as ``workbench.benchmarks``).
 PRIMARY_METRICS = ("acc", "exact_match", "acc_norm", "f1", "mcc", "em")

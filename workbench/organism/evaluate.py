@@ -63,13 +63,14 @@ def exact_match(model: PreTrainedModel, tokens: Int[np.ndarray, "n 64"]) -> np.n
 
 
 def exact_match_table(member_dir: Path, samples_dir: Path) -> pd.DataFrame:
-    """The ground-truth table with ``exact_match`` and ``token_accuracy`` columns added."""
+    """The ground-truth table with ``exact_match`` and ``tf_token_accuracy`` (teacher-forced hit
+    rate, not the free-running metric of ``workbench.metrics``) columns added."""
     model, _ = load_hf(member_dir)
     tokens = np.load(samples_dir / "memorized_samples.npy")
     table = pd.read_csv(samples_dir / "ground_truth.csv", keep_default_na=False)
     hits = suffix_argmax_hits(model, tokens)
     table["exact_match"] = hits.all(dim=1).float().numpy()
-    table["token_accuracy"] = hits.float().mean(dim=1).numpy()
+    table["tf_token_accuracy"] = hits.float().mean(dim=1).numpy()
     return table
 
 
@@ -134,7 +135,7 @@ def summarize(table: pd.DataFrame) -> dict[str, dict[str, int | float]]:
         out[key] = {
             "n": len(group),
             "exact_match": round(float(group.exact_match.mean()), 4),
-            "token_accuracy": round(float(group.token_accuracy.mean()), 4),
+            "tf_token_accuracy": round(float(group.tf_token_accuracy.mean()), 4),
         }
     return out
 

@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from workbench.interventions import KINDS
 from workbench.taxonomy.labels import TAXONOMIES
 from workbench.taxonomy.pipeline import TaxonomyConfig, run
 
@@ -38,7 +39,7 @@ def parse(argv: Sequence[str] | None = None) -> TaxonomyConfig:
     )
     p.add_argument("--prefix-len", type=int, default=d.prefix_len)
     p.add_argument("--blocks", default=d.blocks, help="blocks to short-circuit one at a time")
-    p.add_argument("--kind", default=d.kind)
+    p.add_argument("--kind", default=d.kind, choices=KINDS)
     p.add_argument(
         "--decode",
         action="store_true",

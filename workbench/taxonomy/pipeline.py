@@ -41,9 +41,7 @@ class TaxonomyConfig:
     prefix_len: int = 32
     blocks: str = "all"
     kind: str = "identity"
-    decode: bool = (
-        True  # False: teacher-forced verdicts only (exact_match exact, no token_accuracy)
-    )
+    decode: bool = False  # True: also decode freely (token_accuracy); exact_match is exact anyway
     batch_size: int = 32
     variants: str = "all"  # "all" or e.g. "k6-c10-mean,k8-c16-max"
     seeds: int = 3

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from workbench.interventions import CLEAN
 from workbench.taxonomy.labels import TAXONOMIES
 
-CLEAN_LABEL = "none"
+CLEAN_LABEL = CLEAN.label
 
 
 def clean_verdicts(memorization: pd.DataFrame, n_samples: int | None = None) -> np.ndarray:
