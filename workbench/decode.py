@@ -59,10 +59,9 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
 from workbench import metrics
-from workbench.interventions import CLEAN, ShortCircuit
+from workbench.interventions import CLEAN, Hook, ShortCircuit
 from workbench.passes import clean_pass, intervened_pass
 
-Hook = tuple[str, Callable]
 Observer = Callable[[ShortCircuit, int], list[Hook]]
 """``observer(intervention, batch_index) -> hooks`` added to that intervention's teacher-forced
 pass (for the clean intervention: to the shared clean pass). Hooks must not modify activations."""

@@ -16,9 +16,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from workbench.interventions import ShortCircuit
-
-Hook = tuple[str, Callable]
+from workbench.interventions import Hook, ShortCircuit
 
 
 def clean_pass(

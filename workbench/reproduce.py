@@ -161,7 +161,6 @@ def run_bounds(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
 def reproduce(cfg: ReproduceConfig) -> dict:
     """Run (or resume) every evaluation, then write the figures; returns the timings (seconds)
     and, per figure, the written files or the reason it was skipped."""
-    import torch
 
     from workbench.figures.cli import generate
     from workbench.models import load_model
@@ -178,7 +177,6 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     bounds_model = cfg.bounds_model or registry.DEFAULT_MODEL
     out = Path(cfg.out)
     timings: dict[str, float] = {}
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     for name in members:
         model = load_model(name)
         steps = [("memorization", run_memorization), ("benchmarks", run_benchmarks)]
