@@ -12,7 +12,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import lm_eval
 from lm_eval.tasks import TaskManager
-from test_lm_eval_adapter import one_thread, write_tiny_tasks  # noqa: F401 (autouse fixture)
+from test_lm_eval_adapter import write_tiny_tasks
 
 from workbench import benchmarks as bm
 from workbench.interventions import CLEAN, ShortCircuit
