@@ -276,6 +276,15 @@ def test_class_drop_on_a_hand_made_table():
     assert list(wide.index) == ["non-memorized", "guess", "recall"]
     assert list(wide.columns) == ["block 0", "block 1", "block 2"]
     assert split_effects.drop_figure(drops).data
+    # a head subset of block 0 is not block 0: it gets no block, and the matrix keeps block 0's
+    heads = mem[mem["intervention"] == "identity:0"].assign(
+        intervention="identity:0[h1]", exact_match=False
+    )
+    drops = split_effects.class_drop(pd.concat([mem, heads]), table)
+    assert drops[drops["intervention"] == "identity:0[h1]"]["block"].isna().all()
+    assert split_effects.drop_matrix(drops, labels.GUESS_RECALL).loc["guess", "block 0"] == (
+        pytest.approx(1 / 3)
+    )
 
 
 # ---------------------------------------------------------------- CLI

@@ -88,7 +88,8 @@ def class_drop(
             agg["clean_exact_match"] > 0, agg["drop"] / agg["clean_exact_match"], np.nan
         )
         agg["token_accuracy_drop"] = agg["clean_token_accuracy"] - agg["token_accuracy"]
-        agg["block"] = agg["blocks"].map(_block)
+        head_subset = agg["intervention"].astype(str).str.contains("[", regex=False)
+        agg["block"] = agg["blocks"].map(_block).where(~head_subset)  # a single whole block only
         agg.insert(0, "taxonomy", taxonomy)
         order = {c: i for i, c in enumerate(TAXONOMIES.get(taxonomy, ()))}
         agg["_order"] = agg["class"].map(order)
