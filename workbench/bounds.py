@@ -462,7 +462,6 @@ class BoundsConfig:
 def _parse(argv: Sequence[str] | None) -> BoundsConfig:
     from workbench.organism import registry
 
-    default_data = getattr(registry, "DEFAULT_MEMORIZED_SET", None)
     p = argparse.ArgumentParser(
         prog="python -m workbench.bounds", description=(__doc__ or "").split("\n")[0]
     )
@@ -473,8 +472,8 @@ def _parse(argv: Sequence[str] | None) -> BoundsConfig:
     )
     p.add_argument(
         "--data",
-        default=None if default_data is None else str(default_data),
-        help=f".npy [N, T] ids, .jsonl or hf:<split> (default: {default_data})",
+        default=str(registry.DEFAULT_MEMORIZED_SET),
+        help=".npy [N, T] ids, .jsonl or hf:<split> (default: the organism's set)",
     )
     p.add_argument("--blocks", default="all", help="all, 3, 0,2,5 or 2-5: one short-circuit each")
     p.add_argument("--device", default="auto")
@@ -507,20 +506,14 @@ def _parse(argv: Sequence[str] | None) -> BoundsConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
-    from workbench.data import load_samples
-    from workbench.models import load_model
-    from workbench.organism import registry
+    from workbench.memorization import load_inputs
     from workbench.runs import Run
 
     cfg = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
-    if cfg.data is None:
-        raise SystemExit("no --data given and the organism registers no DEFAULT_MEMORIZED_SET.")
-    model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    model_name = str(cfg.model or registry.DEFAULT_MODEL or model.cfg.model_name)
-    samples = load_samples(
-        cfg.data, tokenizer=model.tokenizer, prefix_len=cfg.prefix_len, vocab_size=model.cfg.d_vocab
+    model, model_name, samples = load_inputs(
+        cfg.model, cfg.data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
     )
     tokens = samples.tokens[: cfg.max_samples]
     blocks = parse_blocks(cfg.blocks, model.cfg.n_layers)

@@ -206,6 +206,27 @@ class MemorizationConfig:
     progress: bool = True
 
 
+def load_inputs(
+    model: str | None,
+    data: str | Path,
+    *,
+    prefix_len: int,
+    device: str = "auto",
+    dtype: str = "float32",
+) -> tuple[HookedTransformer, str, SampleSet]:
+    """What every command over a memorized-sample set starts with (memorization, bounds,
+    taxonomy): the model, the name its rows carry, and the set checked against its vocabulary."""
+    from workbench.models import load_model
+    from workbench.organism import registry
+
+    hooked = load_model(model, device=device, dtype=dtype)
+    name = str(model or registry.DEFAULT_MODEL or hooked.cfg.model_name)
+    samples = load_samples(
+        data, tokenizer=hooked.tokenizer, prefix_len=prefix_len, vocab_size=hooked.cfg.d_vocab
+    )
+    return hooked, name, samples
+
+
 def _parse(argv: Sequence[str] | None) -> MemorizationConfig:
     from workbench.organism import registry
 
@@ -217,11 +238,10 @@ def _parse(argv: Sequence[str] | None) -> MemorizationConfig:
         default=None,
         help=f"organism member, checkpoint dir or TL name (default: {registry.DEFAULT_MODEL})",
     )
-    default_data = getattr(registry, "DEFAULT_MEMORIZED_SET", None)
     p.add_argument(
         "--data",
-        default=None if default_data is None else str(default_data),
-        help=f".npy [N, T] ids, .jsonl (ids or text) or hf:<split> (default: {default_data})",
+        default=str(registry.DEFAULT_MEMORIZED_SET),
+        help=".npy [N, T] ids, .jsonl (ids or text) or hf:<split> (default: the organism's set)",
     )
     p.add_argument("--prefix-len", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=64)
@@ -242,24 +262,18 @@ def _parse(argv: Sequence[str] | None) -> MemorizationConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
-    from workbench.models import load_model
-    from workbench.organism import registry
     from workbench.runs import Run
 
     cfg = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if cfg.data is None:
-        raise SystemExit("no --data given and the organism registers no DEFAULT_MEMORIZED_SET.")
-    model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    model_name = cfg.model or registry.DEFAULT_MODEL or model.cfg.model_name
-    samples = load_samples(
-        cfg.data, tokenizer=model.tokenizer, prefix_len=cfg.prefix_len, vocab_size=model.cfg.d_vocab
+    model, model_name, samples = load_inputs(
+        cfg.model, cfg.data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
     )
     interventions = ([CLEAN] if cfg.clean else []) + single_block_sweep(
         parse_blocks(cfg.blocks, model.cfg.n_layers), kind=cfg.kind
     )
-    out = cfg.out or f"runs/memorization-{Path(str(model_name)).name}"
-    run = Run.open(out, {**asdict(cfg), "out": None, "progress": None, "model": str(model_name)})
+    out = cfg.out or f"runs/memorization-{Path(model_name).name}"
+    run = Run.open(out, {**asdict(cfg), "out": None, "progress": None, "model": model_name})
     df = sweep(
         model,
         samples,
@@ -269,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         decode=cfg.decode,
         progress=cfg.progress,
         run=run,
-        model_name=str(model_name),
+        model_name=model_name,
         dataset_name=samples.name,
     )
     table = summary(df)

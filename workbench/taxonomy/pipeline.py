@@ -78,11 +78,9 @@ def _resolve_inputs(cfg: TaxonomyConfig) -> tuple[str, str | None]:
 
     if cfg.data is not None:
         return cfg.data, cfg.ground_truth
-    data = getattr(registry, "DEFAULT_MEMORIZED_SET", None)
-    if data is None:
-        raise SystemExit("no --data given and the organism registers no memorized-sample set.")
-    gt = cfg.ground_truth or getattr(registry, "DEFAULT_GROUND_TRUTH", None)
-    return str(data), None if gt is None else str(gt)
+    return str(registry.DEFAULT_MEMORIZED_SET), str(
+        cfg.ground_truth or registry.DEFAULT_GROUND_TRUTH
+    )
 
 
 def _read_table(path: str | Path) -> pd.DataFrame:
@@ -172,17 +170,14 @@ def _class_labels(table: pd.DataFrame, taxonomy: str, min_size: int) -> tuple[np
 
 def run(cfg: TaxonomyConfig) -> dict:
     """Run the study; returns the tables (and the run path) also saved in the run directory."""
-    from workbench.data import load_samples
-    from workbench.models import load_model
-    from workbench.organism import registry
+    from workbench.memorization import load_inputs
     from workbench.runs import Run
 
     data, gt_path = _resolve_inputs(cfg)
-    model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    model_name = str(cfg.model or registry.DEFAULT_MODEL or model.cfg.model_name)
-    tokens = load_samples(
-        data, tokenizer=model.tokenizer, prefix_len=cfg.prefix_len, vocab_size=model.cfg.d_vocab
-    ).tokens
+    model, model_name, samples = load_inputs(
+        cfg.model, data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
+    )
+    tokens = samples.tokens
     truth = None if gt_path is None else _read_table(gt_path)
     if truth is not None and len(truth) != len(tokens):
         raise ValueError(f"ground truth {gt_path} has {len(truth)} rows for {len(tokens)} samples")
