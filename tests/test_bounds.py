@@ -14,7 +14,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from tiny_models import tiny_config
+from transformer_lens import HookedTransformer
 
 from workbench import bounds_math as bm
 from workbench.bounds import compute_bounds, figure, main, summary
@@ -199,7 +200,7 @@ def test_folded_weights_are_consistent(tiny_neo_dir):
 
 
 def test_unsupported_model_is_refused():
-    cfg = HookedTransformerConfig(
+    cfg = tiny_config(
         n_layers=1,
         d_model=8,
         n_ctx=8,
@@ -219,7 +220,7 @@ def _random_model(draw) -> HookedTransformer:
     n_layers = draw(st.integers(1, 3))
     rotary = draw(st.booleans())
     local = draw(st.booleans())
-    cfg = HookedTransformerConfig(
+    cfg = tiny_config(
         n_layers=n_layers,
         d_model=draw(st.sampled_from([8, 12, 16])),
         n_ctx=32,
@@ -228,7 +229,6 @@ def _random_model(draw) -> HookedTransformer:
         d_mlp=draw(st.sampled_from([16, 32])),
         d_vocab=40,
         act_fn=draw(st.sampled_from(sorted(bm.ACT_LIPSCHITZ))),
-        normalization_type="LN",
         parallel_attn_mlp=draw(st.booleans()),
         use_attn_scale=draw(st.booleans()),
         positional_embedding_type="rotary" if rotary else "standard",

@@ -18,7 +18,13 @@ from workbench.figures import (
     short_circuit_figure,
 )
 from workbench.figures.cli import main as figures_main
-from workbench.figures.tables import benchmark_accuracy, block_index, memorization_means
+from workbench.figures.tables import (
+    accuracy_and_drop,
+    benchmark_accuracy,
+    block_index,
+    memorization_means,
+    primary_rows,
+)
 from workbench.runs import Run
 
 MODELS = {"org-s": 4, "org-m": 6}  # model -> blocks
@@ -148,6 +154,27 @@ def test_tables_means_and_accuracy(mem, bench):
     row = b[(b.model == "org-s") & (b.block == 0) & (b.group == "language")].iloc[0]
     assert row.relative_drop == pytest.approx(0.5) and row.tasks == 2
     assert row.accuracy == pytest.approx((0.8 + 0.6) / 2 * 0.5)
+
+
+def test_primary_rows_and_accuracy_and_drop_per_model_and_task():
+    rows = []
+    for model, clean in (("a", 0.8), ("b", 0.4)):  # same task name, different models
+        for label, acc in (("none", clean), ("identity:1", clean / 2)):
+            base = {"model": model, "task": "t", "intervention": label}
+            rows.append({**base, "metric": "acc", "filter": "strict", "value": 0.0})
+            rows.append({**base, "metric": "acc", "filter": "none", "value": acc})
+            rows.append({**base, "metric": "acc_norm", "filter": "none", "value": 0.0})
+            rows.append({**base, "task": "ppl", "metric": "perplexity", "value": 9.0})
+    prim = primary_rows(pd.DataFrame(rows))
+    assert set(prim.metric) == {"acc"} and set(prim["filter"]) == {"none"} and len(prim) == 4
+    out = accuracy_and_drop(prim, ["model", "intervention"]).set_index(["model", "intervention"])
+    assert out.loc[("b", "identity:1"), "accuracy"] == pytest.approx(0.2)
+    assert out.loc[("a", "identity:1"), "relative_drop"] == pytest.approx(0.5)
+    assert out.loc[("b", "none"), "relative_drop"] == 0 and set(out.tasks) == {1}
+    none = pd.DataFrame(rows).query("task == 'ppl'")
+    assert primary_rows(none, empty_ok=True).empty
+    with pytest.raises(MissingColumns, match="reports any of"):
+        primary_rows(none)
 
 
 def test_short_circuit_figure(mem, bench):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_models import tiny_llama
 from transformers import AutoModelForCausalLM
 from transformers.models.gpt_neox import modeling_gpt_neox
 
@@ -250,6 +251,30 @@ def test_record_is_small_printable_serializable():
     assert [s.label for s in single_block_sweep(range(2))] == ["identity:0", "identity:1"]
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    blocks=st.lists(st.integers(0, 40), max_size=4),
+    heads=st.none() | st.lists(st.integers(0, 40), min_size=1, max_size=4),
+    kind=st.sampled_from(["identity", "zero"]),
+)
+def test_from_label_inverts_label(blocks, heads, kind):
+    sc = ShortCircuit(blocks, None if not blocks else heads, kind)
+    if not blocks:  # the clean model's label names no kind
+        sc = CLEAN
+    back = ShortCircuit.from_label(sc.label)
+    assert back == sc and back.label == sc.label
+    whole = len(sc.blocks) == 1 and sc.heads is None
+    assert back.single_block == (sc.blocks[0] if whole else None)
+
+
+@pytest.mark.parametrize(
+    "label", ["", "None", "identity", "identity:", "identity:1,", "identity:1[h]", "mean:1", "3"]
+)
+def test_from_label_rejects_other_text(label):
+    with pytest.raises(ValueError):
+        ShortCircuit.from_label(label)
+
+
 def identity_pattern(heads):
     """TransformerLens' own attention with the chosen heads' probabilities set to the identity."""
 
@@ -266,26 +291,7 @@ def identity_pattern(heads):
 def test_grouped_query_attention_against_identity_pattern(heads):
     """Grouped key/value heads (Llama-style): values are shared by query heads, and the
     replacement must expand them exactly as the model's own attention does."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    torch.manual_seed(0)
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=32,
-        n_heads=4,
-        n_key_value_heads=2,
-        d_head=8,
-        d_mlp=64,
-        d_vocab=96,
-        n_ctx=64,
-        act_fn="silu",
-        gated_mlp=True,
-        normalization_type="RMS",
-        positional_embedding_type="rotary",
-        rotary_dim=8,
-        original_architecture="LlamaForCausalLM",
-    )
-    model = HookedTransformer(cfg).eval()
+    model = tiny_llama()
     sc = ShortCircuit((1,), heads)
     oracle = identity_pattern(range(4) if heads is None else heads)
     with torch.no_grad():

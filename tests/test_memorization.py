@@ -7,9 +7,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiny_models import tiny_llama
 
 from workbench import metrics
-from workbench.decode import Cost, evaluate_batch, naive_greedy
+from workbench.cost import Cost
+from workbench.decode import evaluate_batch, naive_greedy
 from workbench.interventions import CLEAN, ShortCircuit, single_block_sweep
 from workbench.memorization import main, summary, sweep
 from workbench.runs import Run
@@ -44,14 +46,20 @@ def interventions_for(model) -> list[ShortCircuit]:
 
 
 def check_against_naive(model, tokens, interventions, prefix_len=P):
+    """Both decode kernels (workbench.fast_step and TransformerLens' cached forward)."""
     suffix = tokens[:, prefix_len:]
-    results = evaluate_batch(model, tokens, interventions, prefix_len=prefix_len)
-    for sc in interventions:
-        ref = naive_greedy(model, tokens[:, :prefix_len], suffix.shape[1], sc)
-        res = results[sc]
-        assert torch.equal(res.generated, ref), sc.label
-        assert torch.equal(res.first_mismatch == suffix.shape[1], metrics.exact_match(ref, suffix))
-        assert torch.equal(res.first_mismatch, metrics.longest_match(ref, suffix)), sc.label
+    refs = {
+        sc: naive_greedy(model, tokens[:, :prefix_len], suffix.shape[1], sc) for sc in interventions
+    }
+    for lean in (None, False):
+        results = evaluate_batch(model, tokens, interventions, prefix_len=prefix_len, lean=lean)
+        for sc, ref in refs.items():
+            res = results[sc]
+            assert torch.equal(res.generated, ref), (sc.label, lean)
+            assert torch.equal(
+                res.first_mismatch == suffix.shape[1], metrics.exact_match(ref, suffix)
+            )
+            assert torch.equal(res.first_mismatch, metrics.longest_match(ref, suffix)), sc.label
     return results
 
 
@@ -97,6 +105,17 @@ def test_engine_equals_naive_for_any_divergence_pattern(tiny_neox, cuts, block):
     check_against_naive(tiny_neox, tokens, [CLEAN, ShortCircuit((block,))])
 
 
+@pytest.mark.parametrize("heads", [None, (1, 2)])
+def test_engine_equals_naive_with_grouped_query_attention(heads):
+    """Two key/value heads for four query heads (Llama-style): the decode reloads the grouped
+    keys and values the teacher-forced pass cached."""
+    model = tiny_llama(n_layers=3)
+    tokens = memorized_set(model)
+    ivs = [CLEAN, *single_block_sweep(range(3)), ShortCircuit((1,), heads)]
+    results = check_against_naive(model, tokens, ivs)
+    assert any((results[sc].first_mismatch < S - 1).any() for sc in ivs[1:])
+
+
 def test_sweep_table_batching_and_determinism(tiny_neo):
     tokens = memorized_set(tiny_neo)
     ivs = [CLEAN, *single_block_sweep(range(tiny_neo.cfg.n_layers))]
@@ -113,6 +132,8 @@ def test_sweep_table_batching_and_determinism(tiny_neo):
         dataset_name="t",
         decode_rows=1,
     )
+    # every diverging row decoded alone, joining nothing
+    d = sweep(tiny_neo, tokens, ivs, prefix_len=P, batch_size=5, progress=False, chunk_rows=1)
     assert len(a) == len(ivs) * len(tokens)
     assert a["sample"].tolist() == list(range(len(tokens))) * len(ivs)
     assert list(a.columns[:7]) == [
@@ -126,7 +147,7 @@ def test_sweep_table_batching_and_determinism(tiny_neo):
     ]
     for col in ["exact_match", "longest_match", "token_accuracy", "intervention", "blocks"]:
         assert a[col].tolist() == b[col].tolist(), col
-    for other in (b, c):
+    for other in (b, c, d):
         assert all(
             np.array_equal(x, y) for x, y in zip(a["generated"], other["generated"], strict=True)
         )
@@ -241,6 +262,12 @@ def test_cli_writes_a_resumable_run(tiny_neox_dir, tiny_neox, tmp_path, capsys):
     )
     again = main(argv)
     assert again.drop(columns="generated").equals(df.drop(columns="generated"))
+    first = main([*argv, "--out", str(tmp_path / "first"), "--max-samples", "2"])
+    assert first.drop(columns="generated").equals(
+        df[df["sample"] < 2].reset_index(drop=True).drop(columns="generated")
+    )
+    with pytest.raises(SystemExit):
+        main([*argv, "--max-samples", "0"])
 
 
 def test_cost_counts_forward_work(tiny_neox):

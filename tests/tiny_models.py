@@ -1,10 +1,15 @@
-"""Tiny random Hugging Face checkpoints (GPT-NeoX and GPT-Neo) written by the tests themselves."""
+"""Tiny random Hugging Face checkpoints (GPT-NeoX and GPT-Neo) written by the tests themselves, and
+tiny TransformerLens configs built in place."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformerConfig
 
 VOCAB = 96
 
@@ -23,6 +28,43 @@ def _tokenizer():
         pad_token="<|endoftext|>",
         unk_token="<|endoftext|>",
     )
+
+
+def tiny_config(**overrides: Any) -> HookedTransformerConfig:
+    """A tiny ``HookedTransformerConfig`` (2 LayerNorm/GELU blocks of 4 heads, d_model 32, d_mlp
+    TransformerLens' default 4·d_model); any field can be overridden by keyword."""
+    from transformer_lens import HookedTransformerConfig
+
+    fields: dict[str, Any] = dict(
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        d_vocab=VOCAB,
+        n_ctx=64,
+        act_fn="gelu",
+        normalization_type="LN",
+    )
+    return HookedTransformerConfig(**{**fields, **overrides})
+
+
+def tiny_llama(seed: int = 0, **overrides: Any):
+    """A random Llama-style ``HookedTransformer``: grouped-query attention (2 key/value heads for
+    4 query heads), RMSNorm, gated SiLU MLP, rotary."""
+    from transformer_lens import HookedTransformer
+
+    torch.manual_seed(seed)
+    llama = dict(
+        n_key_value_heads=2,
+        d_mlp=64,
+        act_fn="silu",
+        gated_mlp=True,
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        original_architecture="LlamaForCausalLM",
+    )
+    return HookedTransformer(tiny_config(**{**llama, **overrides})).eval()
 
 
 def write_tiny_neox(path: Path, *, seed: int = 0, n_layer: int = 3) -> Path:

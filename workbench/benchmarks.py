@@ -37,6 +37,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from workbench.figures.tables import accuracy_and_drop, primary_rows
 from workbench.interventions import CLEAN, KINDS, ShortCircuit, parse_blocks, single_block_sweep
 from workbench.lm_eval_adapter import HookedLM
 from workbench.organism import registry
@@ -90,8 +91,6 @@ STANDARD_GROUPS: dict[str, tuple[str, ...]] = {
         "copa",
     ),
 }
-# The metric a group's accuracy is read from, first present wins (filter "none" preferred).
-PRIMARY_METRICS = ("acc", "exact_match", "acc_norm", "f1", "mcc", "em")
 
 
 @dataclass
@@ -207,34 +206,10 @@ def _float(x) -> float:
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Per intervention and group: mean accuracy over tasks and mean relative drop vs clean."""
-    prim = []
-    for task, rows in table.groupby("task", sort=False):
-        for metric in PRIMARY_METRICS:
-            pick = rows[rows.metric == metric]
-            if not pick.empty:
-                filt = "none" if (pick["filter"] == "none").any() else pick["filter"].iloc[0]
-                prim.append(pick[pick["filter"] == filt])
-                break
-        else:
-            log.info("task %s has no accuracy-like metric; left out of the summary", task)
-    if not prim:
+    prim = primary_rows(table, empty_ok=True)
+    if prim.empty:
         return pd.DataFrame()
-    prim_df = pd.concat(prim)
-    clean = prim_df[prim_df.intervention == CLEAN.label].set_index("task")["value"]
-    prim_df = prim_df.assign(
-        clean=prim_df.task.map(clean),
-        relative_drop=lambda d: (d.clean - d.value) / d.clean,
-    )
-    keys = ["model", "intervention", "kind", "blocks", "group"]
-    out = (
-        prim_df.groupby(keys, sort=False)
-        .agg(
-            accuracy=("value", "mean"),
-            relative_drop=("relative_drop", "mean"),
-            tasks=("task", "nunique"),
-        )
-        .reset_index()
-    )
+    out = accuracy_and_drop(prim, ["model", "intervention", "kind", "blocks", "group"])
     # clean first, then single blocks in order, then block sets
     order = [_blocks_key(b) for b in out.blocks]
     return out.iloc[sorted(range(len(out)), key=order.__getitem__)].reset_index(drop=True)

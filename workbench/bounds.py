@@ -460,6 +460,7 @@ class BoundsConfig:
 
 
 def _parse(argv: Sequence[str] | None) -> BoundsConfig:
+    from workbench.memorization import positive_int
     from workbench.organism import registry
 
     p = argparse.ArgumentParser(
@@ -481,7 +482,7 @@ def _parse(argv: Sequence[str] | None) -> BoundsConfig:
     p.add_argument("--out", default=None, help="run directory (default: runs/bounds-<model>)")
     p.add_argument("--prefix-len", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--max-samples", type=positive_int, default=None)
     p.add_argument(
         "--sigma-floor",
         type=float,

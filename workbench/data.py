@@ -117,9 +117,7 @@ def load_jsonl(path: str | Path, tokenizer=None, **check) -> SampleSet:
     return SampleSet(validate(arr, name=path.name, **check), path.stem)
 
 
-def load_pythia_memorized_evals(
-    split: str, **check
-) -> SampleSet:  # pragma: no cover - needs HF data
+def load_pythia_memorized_evals(split: str, **check) -> SampleSet:
     """``EleutherAI/pythia-memorized-evals`` (a split such as ``duped.1.4b``), from the HF cache.
 
     Each row holds ``tokens`` (64 ids, 32 prefix + 32 suffix). Needs the ``datasets`` package and

@@ -22,25 +22,29 @@ prefix is k, both from the teacher-forced pass alone.
 **Why the rest is exact.** For a sample with ``k < S`` the context of ``g_{k+1}`` is
 ``p, s_{<k}, a_k``: its first P + k positions are the true sequence, whose keys and values (every
 layer, under the intervention) the teacher-forced passes already computed. The decode loads them
-into a TransformerLens key/value cache and runs ordinary KV-cached greedy steps for positions
-k+1 … S−1, with the intervention's hooks on in every step (``ShortCircuit`` is exact under a KV
-cache). Samples are sorted by k; at step j every active sample (k ≤ j) has exactly P + j cached
-positions, so a step is one batched single-token forward with no padding and no shifted rotary
-positions. Samples of different interventions share the steps: each intervention's hooks act on
-its own rows only (``routed_hooks``). A whole per-block sweep therefore decodes in at most S − 1
-sequential steps per batch instead of S per intervention per batch.
+into a key/value cache and runs ordinary KV-cached greedy steps for positions k+1 … S−1, with the
+intervention's hooks on in every step (``ShortCircuit`` is exact under a KV cache). Samples are
+sorted by k and decoded in chunks of ``chunk_rows``; a sample joins its chunk's batch at step k,
+bringing the P + k cached positions every member has at that step, so a step is one batched
+single-token forward with no padding and no shifted rotary positions. Samples of different
+interventions share the steps: each intervention's hooks act on its own rows only
+(``routed_hooks``). With one chunk, a whole per-block sweep decodes in at most S − 1 sequential
+steps per batch instead of S per intervention per batch.
 
 **Cost** (one forward-pass equivalent, FPE = every sample's T positions through all L blocks).
 Naive generation costs (T − 1)/T FPE per configuration, in S sequential calls per batch. The
 engine costs 1 FPE for the clean pass, (L − i)/L for a configuration starting at block i, and
-(S − 1 − k)/T for each diverging sample, in 1 + (#configurations) + (S − 1 − min k) calls per batch.
-A per-block sweep of memorized samples thus needs ~(L + 3)/2 FPE instead of ~L + 1, and far fewer
-sequential calls; samples that diverge early cost about what naive generation costs, since their
-remaining tokens must be decoded one at a time either way.
+(S − 1 − k)/T for each diverging sample. A per-block sweep of memorized samples thus needs
+~(L + 3)/2 FPE instead of ~L + 1; samples that diverge early cost about what naive generation
+costs, since their remaining tokens must be decoded one at a time either way, and no exact method
+can avoid that: ``workbench.cost.exact_floor`` counts the least work any exact method needs.
+Steps run through ``workbench.fast_step`` where it supports the model and hooks (TransformerLens'
+own modules and hook points; keys kept rotated in preallocated buffers), otherwise through
+TransformerLens' KV-cached forward, which re-rotates and copies the whole cache at every step.
 
 **Floating point.** Every argmax is ``torch.argmax`` (first index on ties) on the model's logits,
-as in naive generation. Teacher-forced logits (one pass over T positions) and KV-cached logits
-(one position at a time) come from different kernels and can differ by ~1e-6 relative; the two
+as in naive generation. Teacher-forced logits (one pass over T positions), the lean step's and
+TransformerLens' KV-cached logits come from different kernels and can differ by ~1e-6; the two
 methods can then disagree only where the top two logits are that close. ``margin`` in the results
 reports the smallest teacher-forced top-1/top-2 gap over the matched positions so such near-ties
 can be found; the tests compare with naive KV-cached generation sample by sample.
@@ -56,31 +60,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
-from workbench import metrics
+from workbench import fast_step, metrics
+from workbench.cost import Cost
 from workbench.interventions import CLEAN, Hook, ShortCircuit
 from workbench.passes import clean_pass, intervened_pass
 
 Observer = Callable[[ShortCircuit, int], list[Hook]]
 """``observer(intervention, batch_index) -> hooks`` added to that intervention's teacher-forced
 pass (for the clean intervention: to the shared clean pass). Hooks must not modify activations."""
-
-
-@dataclass
-class Cost:
-    """Work done, in forward calls and in position-blocks (one position through one block)."""
-
-    calls: int = 0
-    position_blocks: int = 0
-
-    def add(self, batch: int, positions: int, blocks: int) -> None:
-        self.calls += 1
-        self.position_blocks += batch * positions * blocks
-
-    def forward_equivalents(self, n_samples: int, seq_len: int, n_layers: int) -> float:
-        """In full forward passes over the data set (N samples × T positions × L blocks)."""
-        return self.position_blocks / (n_samples * seq_len * n_layers)
 
 
 @dataclass
@@ -135,7 +123,7 @@ def _count(cost: Cost | None, batch: int, positions: int, blocks: int) -> None:
         cost.add(batch, positions, blocks)
 
 
-def _kv_capture(layers: range, store: dict[int, list]) -> list[Hook]:
+def _kv_capture(layers: range, store: dict[int, list], key_hook: str = "hook_k") -> list[Hook]:
     def grab(layer: int, which: int) -> Callable:
         def hook(act: Tensor, hook) -> None:
             store.setdefault(layer, [None, None])[which] = act
@@ -144,30 +132,36 @@ def _kv_capture(layers: range, store: dict[int, list]) -> list[Hook]:
 
     hooks = []
     for layer in layers:
-        hooks.append((f"blocks.{layer}.attn.hook_k", grab(layer, 0)))
+        hooks.append((f"blocks.{layer}.attn.{key_hook}", grab(layer, 0)))
         hooks.append((f"blocks.{layer}.attn.hook_v", grab(layer, 1)))
     return hooks
 
 
-def routed_hooks(model: HookedTransformer, groups: list[tuple[ShortCircuit, Tensor]]) -> list[Hook]:
+def routed_hooks(
+    model: HookedTransformer, interventions: list[ShortCircuit], rows: dict[ShortCircuit, Tensor]
+) -> list[Hook]:
     """Hooks applying each intervention only to its own rows of the batch.
 
-    ``groups``: (intervention, row indices). Each intervention's own hook functions see
-    ``act[rows]``; what they return replaces those rows.
+    ``rows[sc]`` (row indices; absent: none) is read at every call, so one set of hooks serves a
+    batch whose rows change between forward calls. Each intervention's own hook functions see
+    ``act[rows[sc]]``; what they return replaces those rows.
     """
-    by_name: dict[str, list[tuple[Tensor, Callable]]] = {}
-    for sc, rows in groups:
+    by_name: dict[str, list[tuple[ShortCircuit, Callable]]] = {}
+    for sc in interventions:
         for name, fn in sc.hooks(model):
-            by_name.setdefault(name, []).append((rows, fn))
+            by_name.setdefault(name, []).append((sc, fn))
 
-    def combine(entries: list[tuple[Tensor, Callable]]) -> Callable:
+    def combine(entries: list[tuple[ShortCircuit, Callable]]) -> Callable:
         def hook(act: Tensor, hook) -> Tensor | None:
             out = None
-            for rows, fn in entries:
-                new = fn(act[rows], hook)
+            for sc, fn in entries:
+                mine = rows.get(sc)
+                if mine is None or not len(mine):
+                    continue
+                new = fn(act[mine], hook)
                 if new is not None:
                     out = act.clone() if out is None else out
-                    out[rows] = new
+                    out[mine] = new
             return out
 
         return hook
@@ -186,22 +180,36 @@ def evaluate_batch(
     batch_index: int = 0,
     cost: Cost | None = None,
     decode_rows: int = 512,
+    chunk_rows: int | None = None,
+    lean: bool | None = None,
 ) -> dict[ShortCircuit, BatchResult]:
     """Teacher-forced metrics and exact greedy suffixes for every intervention on one batch.
 
     ``decode_rows`` bounds memory: diverging rows of several interventions are decoded together
     (sharing the sequential steps) until about that many are pooled, each holding the keys and
-    values of every layer (L × T × 2 × d_model numbers a row).
+    values of every layer (L × T × 2 × d_model numbers a row). ``chunk_rows`` (default: all of
+    them) is how many of them one sequential decode step carries.
+    ``lean``: decode with ``workbench.fast_step`` (default: whenever it supports the model and
+    the interventions' hooks) or with TransformerLens' own KV-cached forward (False).
     """
     interventions = list(dict.fromkeys(interventions))
     dev = model.cfg.device
+    chunk_rows = chunk_rows or decode_rows
+    hook_names = [name for sc in interventions for name, _ in sc.hooks(model)]
+    if lean is None:
+        lean = fast_step.supports(model, hook_names)
+    elif lean and not fast_step.supports(model, hook_names):
+        raise ValueError("workbench.fast_step does not support this model or these hooks.")
+    # the lean step keeps keys rotated; TransformerLens' cache rotates them at every step
+    rotated = lean and model.cfg.positional_embedding_type == "rotary"
+    key_hook = "hook_rot_k" if rotated else "hook_k"
     tokens = tokens.to(dev)
     n_layers = model.cfg.n_layers
     b, seq = tokens.shape
     suffix = tokens[:, prefix_len:]
     starts = sorted({sc.blocks[0] for sc in interventions if not sc.is_clean})
     clean_kv: dict[int, list] = {}
-    extra = _kv_capture(range(n_layers), clean_kv) if decode else []
+    extra = _kv_capture(range(n_layers), clean_kv, key_hook) if decode else []
     if observer is not None and CLEAN in interventions:
         extra = extra + observer(CLEAN, batch_index)
     clean_logits, resid = clean_pass(model, tokens, starts, extra_hooks=extra)
@@ -209,13 +217,17 @@ def evaluate_batch(
 
     results: dict[ShortCircuit, BatchResult] = {}
     pool: list[tuple[ShortCircuit, Tensor, Tensor, dict[int, list]]] = []
+
+    def flush(pool: list) -> None:
+        _pooled_decode(model, pool, prefix_len, suffix.shape[1], results, cost, chunk_rows, lean)
+
     for sc in interventions:
         if sc.is_clean:
             logits, kv = clean_logits, clean_kv
         else:
             start = sc.blocks[0]
             kv = {layer: clean_kv[layer] for layer in range(start)} if decode else {}
-            extra = _kv_capture(range(start, n_layers), kv) if decode else []
+            extra = _kv_capture(range(start, n_layers), kv, key_hook) if decode else []
             if observer is not None:
                 extra = extra + observer(sc, batch_index)
             logits = intervened_pass(model, tokens, sc, resid, extra_hooks=extra)
@@ -233,12 +245,12 @@ def evaluate_batch(
             if len(rows):
                 pool.append((sc, rows, generated, kv))
             if sum(len(entry[1]) for entry in pool) >= decode_rows:
-                _pooled_decode(model, pool, prefix_len, suffix.shape[1], results, cost)
+                flush(pool)
                 pool = []
         del logits
     del resid, clean_logits
     if pool:
-        _pooled_decode(model, pool, prefix_len, suffix.shape[1], results, cost)
+        flush(pool)
     for res in results.values():
         if res.generated is not None:
             res.generated = res.generated.cpu()
@@ -272,57 +284,97 @@ def _pooled_decode(
     suffix_len: int,
     results: dict[ShortCircuit, BatchResult],
     cost: Cost | None,
+    chunk_rows: int,
+    lean: bool,
 ) -> None:
-    """KV-cached greedy steps for every diverging row of every intervention, position-aligned."""
-    n_layers = model.cfg.n_layers
-    dev = model.cfg.device
-    ctx = prefix_len + suffix_len - 1  # positions ever used as context
-    keys = [
-        torch.cat([kv[layer][0][rows, :ctx] for _, rows, _, kv in pool])
-        for layer in range(n_layers)
-    ]
-    values = [
-        torch.cat([kv[layer][1][rows, :ctx] for _, rows, _, kv in pool])
-        for layer in range(n_layers)
-    ]
-    gen = torch.cat([g[rows] for _, rows, g, _ in pool])
-    k = torch.cat([results[sc].first_mismatch.to(dev)[rows] for sc, rows, _, _ in pool])
-    owner = torch.cat(
-        [torch.full((len(rows),), i, device=dev) for i, (_, rows, _, _) in enumerate(pool)]
-    )
-    order = torch.argsort(k, stable=True)
-    keys = [t[order] for t in keys]
-    values = [t[order] for t in values]
-    gen, k, owner = gen[order], k[order], owner[order]
-    for j in range(int(k[0]), suffix_len - 1):
-        n = int((k <= j).sum())
-        pos = prefix_len + j
-        entries = [
-            TransformerLensKeyValueCacheEntry(
-                keys[layer][:n, :pos], values[layer][:n, :pos], frozen=True
-            )
-            for layer in range(n_layers)
-        ]
-        cache = TransformerLensKeyValueCache(entries, _ones(n, pos, dev), frozen=True)
-        new_kv: dict[int, list] = {}
-        groups = []
-        for i, (sc, *_) in enumerate(pool):
-            rows = (owner[:n] == i).nonzero().squeeze(-1)
-            if len(rows) and not sc.is_clean:
-                groups.append((sc, rows))
-        hooks = routed_hooks(model, groups) + _kv_capture(range(n_layers), new_kv)
-        with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
-            logits = model(gen[:n, j : j + 1], past_kv_cache=cache, attention_mask=_ones(n, 1, dev))
-        _count(cost, n, 1, n_layers)
-        gen[:n, j + 1] = logits[:, -1].argmax(-1)
-        for layer in range(n_layers):
-            keys[layer][:n, pos] = new_kv[layer][0][:, 0]
-            values[layer][:n, pos] = new_kv[layer][1][:, 0]
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(len(order), device=dev)
-    gen = gen[inverse]
-    offset = 0
-    for sc, rows, g, _ in pool:
-        g[rows] = gen[offset : offset + len(rows)]
-        offset += len(rows)
+    """KV-cached greedy steps for every diverging row of every intervention, position-aligned.
+
+    Rows are sorted by first mismatch k and decoded ``chunk_rows`` at a time; within a chunk a row
+    joins the batch at step k, bringing its teacher-forced keys and values for positions < P + k.
+    """
+    k = torch.cat([results[sc].first_mismatch[rows.cpu()] for sc, rows, _, _ in pool])
+    owner = torch.cat([torch.full((len(rows),), i) for i, (_, rows, _, _) in enumerate(pool)])
+    row = torch.cat([rows.cpu() for _, rows, _, _ in pool])
+    order = torch.argsort(k * len(pool) + owner, stable=True)  # joining rows grouped by owner
+    for chunk in order.split(chunk_rows):
+        cache = _Lean(model, len(chunk), prefix_len + suffix_len - 1) if lean else _TLCache(model)
+        args = (owner[chunk], row[chunk], k[chunk], prefix_len, suffix_len)
+        _decode_chunk(model, pool, cache, *args, cost)
+    for sc, _, g, _ in pool:
         results[sc].generated = g
+
+
+def _decode_chunk(
+    model: HookedTransformer,
+    pool: list[tuple[ShortCircuit, Tensor, Tensor, dict[int, list]]],
+    cache: _TLCache | _Lean,
+    owner: Int[Tensor, " rows"],
+    row: Int[Tensor, " rows"],
+    k: Int[Tensor, " rows"],
+    prefix_len: int,
+    suffix_len: int,
+    cost: Cost | None,
+) -> None:
+    """Decode rows sorted by k; ``pool[owner[r]]`` holds row ``row[r]``'s keys, values, tokens."""
+    dev = model.cfg.device
+    gen = torch.empty((0, suffix_len), dtype=torch.long, device=dev)
+    rows: dict[ShortCircuit, Tensor] = {}
+    interventions = [sc for sc, *_ in pool if not sc.is_clean]
+    with torch.inference_mode(), model.hooks(fwd_hooks=routed_hooks(model, interventions, rows)):
+        for j in range(int(k[0]), suffix_len - 1):
+            joining = (k == j).nonzero().squeeze(-1)
+            if len(joining):
+                parts = [
+                    (pool[int(o)], row[joining][owner[joining] == o].to(dev))
+                    for o in owner[joining].unique()
+                ]
+                cache.join([(kv, r) for (*_, kv), r in parts], len(gen), prefix_len + j)
+                gen = torch.cat([gen] + [g[r] for (_, _, g, _), r in parts])
+                active = owner[: len(gen)].to(dev)
+                for o in active.unique():
+                    rows[pool[int(o)][0]] = (active == o).nonzero().squeeze(-1)
+            logits = cache.step(gen[:, j : j + 1], prefix_len + j)
+            _count(cost, len(gen), 1, model.cfg.n_layers)
+            gen[:, j + 1] = logits.argmax(-1)
+    for i in owner.unique():
+        mine = (owner == i).nonzero().squeeze(-1)
+        _, _, g, _ = pool[int(i)]
+        g[row[mine].to(dev)] = gen[mine.to(dev)]
+
+
+class _TLCache:
+    """Decode steps through TransformerLens' own KV-cached forward (any model it supports)."""
+
+    def __init__(self, model: HookedTransformer) -> None:
+        self.model = model
+        self.cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, 0)
+
+    def join(self, parts: list[tuple[dict[int, list], Tensor]], n: int, pos: int) -> None:
+        """Append rows after the first ``n``, with their first ``pos`` keys and values."""
+        for layer, entry in enumerate(self.cache.entries):
+            old_k, old_v = ([entry.past_keys], [entry.past_values]) if n else ([], [])
+            entry.past_keys = torch.cat(old_k + [kv[layer][0][r, :pos] for kv, r in parts])
+            entry.past_values = torch.cat(old_v + [kv[layer][1][r, :pos] for kv, r in parts])
+        rows = n + sum(len(r) for _, r in parts)
+        self.cache.previous_attention_mask = _ones(rows, pos, self.model.cfg.device)
+
+    def step(self, tokens: Int[Tensor, "rows 1"], pos: int) -> Float[Tensor, "rows vocab"]:
+        mask = _ones(len(tokens), 1, self.model.cfg.device)
+        return self.model(tokens, past_kv_cache=self.cache, attention_mask=mask)[:, -1]
+
+
+class _Lean:
+    """Decode steps through ``workbench.fast_step`` (keys kept rotated, buffers preallocated)."""
+
+    def __init__(self, model: HookedTransformer, rows: int, context: int) -> None:
+        self.model = model
+        self.buffers = fast_step.Buffers(model, rows, context)
+
+    def join(self, parts: list[tuple[dict[int, list], Tensor]], n: int, pos: int) -> None:
+        for kv, r in parts:
+            for layer in range(self.model.cfg.n_layers):
+                self.buffers.load(n, layer, kv[layer][0][r, :pos], kv[layer][1][r, :pos])
+            n += len(r)
+
+    def step(self, tokens: Int[Tensor, "rows 1"], pos: int) -> Float[Tensor, "rows vocab"]:
+        return fast_step.step(self.model, tokens, self.buffers, pos)

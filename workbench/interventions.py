@@ -25,6 +25,7 @@ removes them on exit, also when the body raises.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -76,6 +77,24 @@ class ShortCircuit:
             return "none"
         heads = "" if self.heads is None else "[h" + ",".join(map(str, self.heads)) + "]"
         return f"{self.kind}:{','.join(map(str, self.blocks))}{heads}"
+
+    @classmethod
+    def from_label(cls, label: str) -> ShortCircuit:
+        """The record a ``label`` names (its exact inverse); ``ValueError`` for other text."""
+        if label == "none":
+            return cls(())
+        m = _LABEL.fullmatch(label)
+        if m is None:
+            raise ValueError(
+                f"not an intervention label: {label!r} (like none, identity:3, zero:0,1[h2,5])"
+            )
+        heads = None if m["heads"] is None else tuple(map(int, m["heads"].split(",")))
+        return cls(tuple(map(int, m["blocks"].split(","))), heads, m["kind"])
+
+    @property
+    def single_block(self) -> int | None:
+        """The block when this is one whole block (all its heads), else None."""
+        return self.blocks[0] if len(self.blocks) == 1 and self.heads is None else None
 
     def __str__(self) -> str:
         return self.label
@@ -138,6 +157,9 @@ class ShortCircuit:
             )
 
 
+_LABEL = re.compile(
+    r"(?P<kind>\w+):(?P<blocks>[0-9]+(?:,[0-9]+)*)(?:\[h(?P<heads>[0-9]+(?:,[0-9]+)*)\])?"
+)
 _POST_NORM = {"Olmo2ForCausalLM", "Olmo3ForCausalLM"}
 
 

@@ -35,8 +35,9 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from workbench.cost import Cost
 from workbench.data import SampleSet, load_samples, validate
-from workbench.decode import BatchResult, Cost, Observer, evaluate_batch
+from workbench.decode import BatchResult, Observer, evaluate_batch
 from workbench.interventions import CLEAN, KINDS, ShortCircuit, parse_blocks, single_block_sweep
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ def sweep(
     dataset_name: str = "",
     cost: Cost | None = None,
     decode_rows: int = 512,
+    chunk_rows: int | None = None,
+    lean: bool | None = None,
 ) -> pd.DataFrame:
     """Every metric of ``workbench.metrics`` for every (intervention, sample); a tidy table.
 
@@ -117,6 +120,9 @@ def sweep(
         cost: accumulates forward calls and position-blocks (for benchmarks).
         decode_rows: how many diverging rows (of several interventions) share decoding steps;
             bounds memory (see ``workbench.decode.evaluate_batch``).
+        chunk_rows: how many of those rows each sequential decode step carries (default: all).
+        lean: decode steps through ``workbench.fast_step`` (default: where it supports the
+            model) or TransformerLens' KV-cached forward (False).
     """
     if isinstance(samples, SampleSet):
         dataset_name = dataset_name or samples.name
@@ -155,6 +161,8 @@ def sweep(
             batch_index=b,
             cost=cost,
             decode_rows=decode_rows,
+            chunk_rows=chunk_rows,
+            lean=lean,
         )
         for sc in pending:
             df = _rows(results[sc], sc, order[sc], first, batch[:, prefix_len:], meta)
@@ -194,6 +202,7 @@ class MemorizationConfig:
 
     model: str | None = None
     data: str | None = None
+    max_samples: int | None = None
     prefix_len: int = 32
     batch_size: int = 64
     blocks: str = "all"
@@ -227,6 +236,14 @@ def load_inputs(
     return hooked, name, samples
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _parse(argv: Sequence[str] | None) -> MemorizationConfig:
     from workbench.organism import registry
 
@@ -242,6 +259,12 @@ def _parse(argv: Sequence[str] | None) -> MemorizationConfig:
         "--data",
         default=str(registry.DEFAULT_MEMORIZED_SET),
         help=".npy [N, T] ids, .jsonl (ids or text) or hf:<split> (default: the organism's set)",
+    )
+    p.add_argument(
+        "--max-samples",
+        type=positive_int,
+        default=None,
+        help="the first N samples only (e.g. a first look at a large pythia-memorized-evals split)",
     )
     p.add_argument("--prefix-len", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=64)
@@ -274,9 +297,10 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     )
     out = cfg.out or f"runs/memorization-{Path(model_name).name}"
     run = Run.open(out, {**asdict(cfg), "out": None, "progress": None, "model": model_name})
+    tokens = samples.tokens[: cfg.max_samples]
     df = sweep(
         model,
-        samples,
+        tokens,
         interventions,
         prefix_len=cfg.prefix_len,
         batch_size=cfg.batch_size,
@@ -287,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         dataset_name=samples.name,
     )
     table = summary(df)
-    sys.stdout.write(f"{model_name} on {samples.name} ({len(samples)} samples) → {out}\n")
+    sys.stdout.write(f"{model_name} on {samples.name} ({len(tokens)} samples) → {out}\n")
     sys.stdout.write(table.to_string(float_format=lambda x: f"{x:.3f}") + "\n")
     return df
 

@@ -34,7 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from workbench.decode import Cost, naive_greedy
+from workbench.cost import Cost, exact_floor
+from workbench.decode import naive_greedy
 from workbench.interventions import CLEAN, single_block_sweep
 from workbench.memorization import sweep
 
@@ -91,6 +92,12 @@ def main(argv=None) -> None:
     p.add_argument("--prefix-len", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--chunk-rows", type=int, default=None, help="rows per decode step")
+    p.add_argument(
+        "--tl-decode",
+        action="store_true",
+        help="engine decode steps through TransformerLens' cached forward, not workbench.fast_step",
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
         "--memorized-only",
@@ -151,6 +158,8 @@ def main(argv=None) -> None:
             batch_size=args.batch_size,
             progress=False,
             cost=c_fast,
+            chunk_rows=args.chunk_rows,
+            lean=False if args.tl_decode else None,
         )
         t_fast.append(time.perf_counter() - t0)
         cpu_fast.append(time.process_time() - p0)
@@ -189,6 +198,46 @@ def main(argv=None) -> None:
     print(
         f"speed-up (medians): wall {tn / tf:.2f}x, CPU {cn / cf:.2f}x; forward-pass equivalents "
         f"{fpe_n / fpe_f:.2f}x; forward calls {c_naive.calls / c_fast.calls:.1f}x"
+    )
+    print_floor(model, tokens, df, ivs, args.prefix_len, c_naive, cn)
+
+
+def matmul_peak(model, repeats: int = 10) -> float:
+    """Best FLOP/s of this core on the model's MLP matrix shapes, at row counts that favour it."""
+    d, m = model.cfg.d_model, model.cfg.d_mlp or 4 * model.cfg.d_model
+    best = 0.0
+    for rows in (4096, 16384):
+        for k, out in ((d, m), (m, d)):
+            a = torch.randn(rows, k, dtype=model.cfg.dtype)
+            w = torch.randn(k, out, dtype=a.dtype)
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                a @ w
+                best = max(best, 2 * rows * k * out / (time.perf_counter() - t0))
+    return best
+
+
+def print_floor(model, tokens, df, ivs, prefix_len, c_naive, naive_cpu) -> None:
+    """The least work any exact method needs on these samples (``workbench.cost``)."""
+    n, seq = tokens.shape
+    n_layers = model.cfg.n_layers
+    generated = {}
+    for sc in ivs:
+        rows = df[df.intervention == sc.label].sort_values("sample")
+        generated[sc] = np.stack(rows["generated"].to_list())
+    floor = exact_floor(tokens, generated, prefix_len, n_layers)
+    fpe = floor.position_blocks / (n * seq * n_layers)
+    peak = matmul_peak(model)
+    floor_s = floor.flops(model) / peak
+    print(
+        f"floor of any exact method: {floor.position_blocks} position-blocks = {fpe:.2f} FPE; at "
+        f"naive's cost per position-block it is at most "
+        f"{c_naive.position_blocks / floor.position_blocks:.2f}x faster than naive"
+    )
+    print(
+        f"  = {floor.flops(model) / 1e9:.1f} GFLOP of weight matmuls; at this core's matmul peak "
+        f"measured now ({peak / 1e9:.0f} GFLOP/s) {floor_s:.2f} s, at most "
+        f"{naive_cpu / floor_s:.1f}x faster than naive's {naive_cpu:.2f} s CPU"
     )
 
 

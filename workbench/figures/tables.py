@@ -10,17 +10,19 @@ block sets (``"0,2"``) or other kinds than the one asked for are left out here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from workbench.interventions import CLEAN
+from workbench.interventions import CLEAN, ShortCircuit
 
 log = logging.getLogger(__name__)
 
 CLEAN_LABEL = CLEAN.label
 MEMORIZATION_METRICS = ("exact_match", "token_accuracy", "completion_entropy")
-# The metric a task's accuracy is read from, first present wins (as ``workbench.benchmarks``).
+# The metric a task's accuracy is read from, first present wins (filter "none" preferred); the
+# benchmark run's summary (``workbench.benchmarks.summarize``) reads it the same way.
 PRIMARY_METRICS = ("acc", "exact_match", "acc_norm", "f1", "mcc", "em")
 
 
@@ -39,23 +41,23 @@ def require(df: pd.DataFrame, columns: tuple[str, ...] | list[str], table: str) 
 
 def block_index(df: pd.DataFrame, kind: str = "identity") -> pd.Series:
     """Per row: the short-circuited block (int), -1 for the clean model, NaN for anything else
-    (block sets, other kinds)."""
+    (block sets, head subsets, other kinds)."""
     require(df, ["intervention"], "run")
-    clean = df["intervention"] == CLEAN_LABEL
-    if "blocks" in df.columns:
-        blocks = df["blocks"].fillna("").astype(str)
-    else:  # recover the blocks from the label "kind:3" / "kind:3[h1]"
-        blocks = df["intervention"].astype(str).str.extract(r":([0-9,]+)", expand=False).fillna("")
-    single = blocks.str.fullmatch(r"[0-9]+")
-    if "kind" in df.columns:
-        single &= df["kind"] == kind
-    else:
-        single &= df["intervention"].astype(str).str.startswith(f"{kind}:")
-    single &= ~df["intervention"].astype(str).str.contains(r"\[", regex=True)  # head subsets
-    out = pd.Series(np.nan, index=df.index, dtype="float64")
-    out[single] = blocks[single].astype(int)
-    out[clean] = -1
-    return out
+    labels = df["intervention"].astype(str)
+    return labels.map({label: _block_of(label, kind) for label in labels.unique()}).astype(
+        "float64"
+    )
+
+
+def _block_of(label: str, kind: str) -> float:
+    """-1 for the clean model, the block of a single whole block of ``kind``, NaN otherwise."""
+    try:
+        sc = ShortCircuit.from_label(label)
+    except ValueError:
+        return np.nan
+    if sc.is_clean:
+        return -1.0
+    return np.nan if sc.kind != kind or sc.single_block is None else float(sc.single_block)
 
 
 def memorization_means(mem: pd.DataFrame, kind: str = "identity") -> pd.DataFrame:
@@ -73,11 +75,13 @@ def memorization_means(mem: pd.DataFrame, kind: str = "identity") -> pd.DataFram
     return out.reset_index().astype({"block": int}).sort_values(["model", "block"], kind="stable")
 
 
-def primary_rows(bench: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, task, intervention): the task's accuracy-like metric."""
+def primary_rows(bench: pd.DataFrame, *, empty_ok: bool = False) -> pd.DataFrame:
+    """One row per (model, task, intervention): the task's accuracy-like metric, the first of
+    ``PRIMARY_METRICS`` it reports (filter ``"none"`` preferred). Tasks with none are left out;
+    when no task has one: an empty frame if ``empty_ok``, else ``MissingColumns``."""
     require(bench, ["model", "task", "intervention", "metric", "value"], "benchmarks")
     picked = []
-    for _, rows in bench.groupby(["model", "task"], sort=False):
+    for key, rows in bench.groupby(["model", "task"], sort=False):
         for metric in PRIMARY_METRICS:
             pick = rows[rows["metric"] == metric]
             if pick.empty:
@@ -87,9 +91,31 @@ def primary_rows(bench: pd.DataFrame) -> pd.DataFrame:
                 pick = pick[pick["filter"] == filt]
             picked.append(pick)
             break
-    if not picked:
-        raise MissingColumns(f"no task in the benchmarks table reports any of {PRIMARY_METRICS}")
-    return pd.concat(picked, ignore_index=True)
+        else:
+            log.info("task %s has no accuracy-like metric; left out", key)
+    if picked:
+        return pd.concat(picked, ignore_index=True)
+    if empty_ok:
+        return bench.iloc[:0]
+    raise MissingColumns(f"no task in the benchmarks table reports any of {PRIMARY_METRICS}")
+
+
+def accuracy_and_drop(prim: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Per ``keys``, over the tasks of ``primary_rows``: mean accuracy, mean relative drop
+    ``(clean − value) / clean`` (clean: the same model and task unmodified, NaN without it) and
+    the number of tasks."""
+    clean = prim[prim["intervention"] == CLEAN_LABEL].set_index(["model", "task"])["value"]
+    if clean.empty:
+        log.warning("the benchmarks table has no clean ('none') rows: relative drops are NaN")
+    key = pd.MultiIndex.from_frame(prim[["model", "task"]])
+    df = prim.assign(clean=clean.reindex(key).to_numpy())
+    df = df.assign(relative_drop=(df["clean"] - df["value"]) / df["clean"])
+    out = df.groupby(list(keys), sort=False).agg(
+        accuracy=("value", "mean"),
+        relative_drop=("relative_drop", "mean"),
+        tasks=("task", "nunique"),
+    )
+    return out.reset_index()
 
 
 def benchmark_accuracy(
@@ -99,18 +125,8 @@ def benchmark_accuracy(
     mean relative drop ``(clean − short-circuited) / clean`` over tasks; with ``block``."""
     df = primary_rows(bench)
     df = df.assign(block=block_index(df, kind)).dropna(subset=["block"])
-    clean = df[df["block"] == -1].set_index(["model", "task"])["value"]
-    if clean.empty:
-        log.warning("the benchmarks table has no clean ('none') rows: relative drops are NaN")
-    key = pd.MultiIndex.from_frame(df[["model", "task"]])
-    df = df.assign(clean=clean.reindex(key).to_numpy())
-    df = df.assign(relative_drop=(df["clean"] - df["value"]) / df["clean"])
-    out = df.groupby(["model", "intervention", "block", *by], sort=False).agg(
-        accuracy=("value", "mean"),
-        relative_drop=("relative_drop", "mean"),
-        tasks=("task", "nunique"),
-    )
-    return out.reset_index().astype({"block": int}).sort_values(["model", "block"], kind="stable")
+    out = accuracy_and_drop(df, ["model", "intervention", "block", *by])
+    return out.astype({"block": int}).sort_values(["model", "block"], kind="stable")
 
 
 def joined(mem: pd.DataFrame, bench: pd.DataFrame, kind: str = "identity") -> pd.DataFrame:

@@ -45,11 +45,13 @@ class TaxonomyConfig:
     batch_size: int = 32
     variants: str = "all"  # "all" or e.g. "k6-c10-mean,k8-c16-max"
     seeds: int = 3
-    epochs: int = 3
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    train_batch_size: int = 16
-    test_fraction: float = 0.3
+    # the CNN's training (``cnn.TrainConfig``, built by ``train_config``): flat here, as the CLI
+    # flags and the stored run config have them; the defaults are TrainConfig's own
+    epochs: int = cnn.TrainConfig.epochs
+    lr: float = cnn.TrainConfig.lr
+    weight_decay: float = cnn.TrainConfig.weight_decay
+    train_batch_size: int = cnn.TrainConfig.batch_size
+    test_fraction: float = cnn.TrainConfig.test_fraction
     min_class_size: int = 4
     localize: bool = True
     taxonomies: tuple[str, ...] = field(default_factory=lambda: tuple(labels.TAXONOMIES))

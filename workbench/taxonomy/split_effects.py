@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from workbench.interventions import CLEAN
+from workbench.interventions import CLEAN, ShortCircuit
 from workbench.taxonomy.labels import TAXONOMIES
 
 CLEAN_LABEL = CLEAN.label
@@ -38,9 +38,10 @@ def clean_verdicts(memorization: pd.DataFrame, n_samples: int | None = None) -> 
     return clean.reindex(range(n)).to_numpy(dtype=bool)
 
 
-def _block(blocks: str) -> float:
-    parts = [p for p in str(blocks).split(",") if p != ""]
-    return float(parts[0]) if len(parts) == 1 else np.nan
+def _block(label: str) -> float:
+    """The single whole block an intervention label names (NaN: clean, block sets, head subsets)."""
+    block = ShortCircuit.from_label(label).single_block
+    return np.nan if block is None else float(block)
 
 
 def class_drop(
@@ -88,8 +89,7 @@ def class_drop(
             agg["clean_exact_match"] > 0, agg["drop"] / agg["clean_exact_match"], np.nan
         )
         agg["token_accuracy_drop"] = agg["clean_token_accuracy"] - agg["token_accuracy"]
-        head_subset = agg["intervention"].astype(str).str.contains("[", regex=False)
-        agg["block"] = agg["blocks"].map(_block).where(~head_subset)  # a single whole block only
+        agg["block"] = agg["intervention"].astype(str).map(_block)  # a single whole block only
         agg.insert(0, "taxonomy", taxonomy)
         order = {c: i for i, c in enumerate(TAXONOMIES.get(taxonomy, ()))}
         agg["_order"] = agg["class"].map(order)

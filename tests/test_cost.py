@@ -1,0 +1,85 @@
+"""The work counters and the floor of any exact method."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workbench.cost import Cost, Floor, exact_floor
+from workbench.decode import evaluate_batch, naive_greedy
+from workbench.interventions import CLEAN, ShortCircuit, single_block_sweep
+
+MENU = [
+    CLEAN,
+    ShortCircuit((0,)),
+    ShortCircuit((1,)),
+    ShortCircuit((2,)),
+    ShortCircuit((1,), kind="zero"),
+    ShortCircuit((1, 2)),
+    ShortCircuit((2,), heads=(0,)),
+]
+
+
+def brute_force(tokens, generated, prefix_len, n_layers) -> Floor:
+    """Enumerate every (sample, block, what the intervention did up to it, input prefix)."""
+    blocks, logits = set(), set()
+    for s, row in enumerate(tokens):
+        for sc, gen in generated.items():
+            x = tuple(row[:prefix_len]) + tuple(gen[s][:-1])
+            for layer in range(n_layers + 1):
+                acted = frozenset((b, sc.heads, sc.kind) for b in sc.blocks if b <= layer)
+                for p in range(len(x)):
+                    if layer < n_layers:
+                        blocks.add((s, layer, acted, x[: p + 1]))
+                    elif p >= prefix_len - 1:
+                        logits.add((s, acted, x[: p + 1]))
+    return Floor(len(blocks), len(logits))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.lists(st.sampled_from(MENU), min_size=1, max_size=5, unique=True),
+    st.integers(1, 4),
+    st.integers(1, 5),
+)
+def test_floor_counts_distinct_layer_inputs(seed, interventions, prefix_len, suffix_len):
+    rng = np.random.default_rng(seed)
+    n = 3
+    tokens = rng.integers(0, 2, (n, prefix_len + suffix_len))  # two token values: many ties
+    generated = {sc: rng.integers(0, 2, (n, suffix_len)) for sc in interventions}
+    assert exact_floor(tokens, generated, prefix_len, 3) == brute_force(
+        tokens, generated, prefix_len, 3
+    )
+
+
+def test_floor_is_below_both_methods_and_equals_naive_when_nothing_is_shared(tiny_neox):
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, 96, (6, 24), generator=g)
+    prefix_len, suffix_len, n_layers = 8, 16, tiny_neox.cfg.n_layers
+    ivs = [CLEAN, *single_block_sweep(range(n_layers))]
+    engine, naive = Cost(), Cost()
+    results = evaluate_batch(tiny_neox, tokens, ivs, prefix_len=prefix_len, cost=engine)
+    for sc in ivs:
+        naive_greedy(tiny_neox, tokens[:, :prefix_len], suffix_len, sc, cost=naive)
+    generated = {sc: results[sc].generated.numpy() for sc in ivs}
+    floor = exact_floor(tokens.numpy(), generated, prefix_len, n_layers)
+    assert floor.position_blocks <= engine.position_blocks
+    assert floor.position_blocks < naive.position_blocks  # blocks below 1 and 2 are shared
+    assert floor.logit_positions == len(ivs) * len(tokens) * suffix_len
+
+    apart = [ShortCircuit((0,)), ShortCircuit((0,), kind="zero")]  # differ from block 0 on
+    naive = Cost()
+    for sc in apart:
+        naive_greedy(tiny_neox, tokens[:, :prefix_len], suffix_len, sc, cost=naive)
+    generated = {sc: results[ivs[1]].generated.numpy() for sc in apart}  # even equal suffixes
+    floor = exact_floor(tokens.numpy(), generated, prefix_len, n_layers)
+    assert floor.position_blocks == naive.position_blocks
+
+
+def test_floor_flops_count_the_weight_matrices(tiny_neox):
+    cfg = tiny_neox.cfg
+    per_block = 4 * cfg.d_model * cfg.n_heads * cfg.d_head + 2 * cfg.d_model * cfg.d_mlp
+    assert Floor(3, 2).flops(tiny_neox) == 2 * (3 * per_block + 2 * cfg.d_model * cfg.d_vocab)
