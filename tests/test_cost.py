@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_models import tiny_llama
 
 from workbench.cost import Cost, Floor, exact_floor
 from workbench.decode import evaluate_batch, naive_greedy
@@ -23,19 +24,21 @@ MENU = [
 
 
 def brute_force(tokens, generated, prefix_len, n_layers) -> Floor:
-    """Enumerate every (sample, block, what the intervention did up to it, input prefix)."""
-    blocks, logits = set(), set()
+    """Enumerate every (block, what acts on blocks up to it, input prefix) over all samples."""
+    blocks, logits = {}, set()
     for s, row in enumerate(tokens):
         for sc, gen in generated.items():
             x = tuple(row[:prefix_len]) + tuple(gen[s][:-1])
             for layer in range(n_layers + 1):
                 acted = frozenset((b, sc.heads, sc.kind) for b in sc.blocks if b <= layer)
+                acting = (sc.heads, sc.kind) if layer in sc.blocks else None
                 for p in range(len(x)):
-                    if layer < n_layers:
-                        blocks.add((s, layer, acted, x[: p + 1]))
-                    elif p >= prefix_len - 1:
-                        logits.add((s, acted, x[: p + 1]))
-    return Floor(len(blocks), len(logits))
+                    needs_logits = p >= prefix_len - 1
+                    if layer == n_layers and needs_logits:
+                        logits.add((acted, x[: p + 1]))
+                    elif layer < n_layers - 1 or (layer == n_layers - 1 and needs_logits):
+                        blocks.setdefault(acting, set()).add((layer, acted, x[: p + 1]))
+    return Floor({k: len(v) for k, v in blocks.items()}, len(logits))
 
 
 @settings(max_examples=60, deadline=None)
@@ -58,6 +61,7 @@ def test_floor_counts_distinct_layer_inputs(seed, interventions, prefix_len, suf
 def test_floor_is_below_both_methods_and_equals_naive_when_nothing_is_shared(tiny_neox):
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(1, 96, (6, 24), generator=g)
+    tokens[:, 0] = torch.arange(1, 7)  # no two samples share an opening
     prefix_len, suffix_len, n_layers = 8, 16, tiny_neox.cfg.n_layers
     ivs = [CLEAN, *single_block_sweep(range(n_layers))]
     engine, naive = Cost(), Cost()
@@ -76,10 +80,27 @@ def test_floor_is_below_both_methods_and_equals_naive_when_nothing_is_shared(tin
         naive_greedy(tiny_neox, tokens[:, :prefix_len], suffix_len, sc, cost=naive)
     generated = {sc: results[ivs[1]].generated.numpy() for sc in apart}  # even equal suffixes
     floor = exact_floor(tokens.numpy(), generated, prefix_len, n_layers)
-    assert floor.position_blocks == naive.position_blocks
+    # every input through every block, but the last block only where logits are needed
+    unneeded = len(apart) * len(tokens) * (prefix_len - 1)
+    assert floor.position_blocks == naive.position_blocks - unneeded
 
 
-def test_floor_flops_count_the_weight_matrices(tiny_neox):
+def test_floor_flops_count_the_weight_matrices_each_block_needs(tiny_neox):
     cfg = tiny_neox.cfg
-    per_block = 4 * cfg.d_model * cfg.n_heads * cfg.d_head + 2 * cfg.d_model * cfg.d_mlp
-    assert Floor(3, 2).flops(tiny_neox) == 2 * (3 * per_block + 2 * cfg.d_model * cfg.d_vocab)
+    head, mlp = cfg.d_model * cfg.d_head, 2 * cfg.d_model * cfg.d_mlp
+    full = 4 * cfg.n_heads * head + mlp
+    assert Floor({None: 3}, 2).flops(tiny_neox) == 2 * (3 * full + 2 * cfg.d_model * cfg.d_vocab)
+    identity = Floor({(None, "identity"): 1}, 0).flops(tiny_neox)
+    assert identity == 2 * (2 * cfg.n_heads * head + mlp)  # no queries, no keys
+    assert Floor({(None, "zero"): 1}, 0).flops(tiny_neox) == 2 * mlp
+    assert Floor({((1,), "zero"): 1}, 0).flops(tiny_neox) == 2 * (full - 4 * head)
+
+
+def test_grouped_keys_count_until_their_whole_group_is_short_circuited():
+    llama = tiny_llama()  # 4 query heads in 2 groups of 2
+    cfg = llama.cfg
+    head = cfg.d_model * cfg.d_head
+    full = Floor({None: 1}, 0).flops(llama)
+    assert full - Floor({((0,), "identity"): 1}, 0).flops(llama) == 2 * head  # W_Q of head 0
+    assert full - Floor({((0, 1), "identity"): 1}, 0).flops(llama) == 2 * 3 * head  # + W_K
+    assert full - Floor({((1, 2), "zero"): 1}, 0).flops(llama) == 2 * 4 * head  # Q, O of two

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_memorization import check_against_naive
 from tiny_models import tiny_config, tiny_llama
 
 from workbench import fast_step
 from workbench.decode import evaluate_batch
-from workbench.interventions import CLEAN, ShortCircuit
+from workbench.interventions import CLEAN, ShortCircuit, single_block_sweep
 
 
 @pytest.fixture(params=["neox", "neo", "llama", "gpt2"])
@@ -72,3 +73,35 @@ def test_unsupported_models_and_hooks_fall_back(tiny_neox):
     with pytest.raises(ValueError, match="fast_step does not support"):
         evaluate_batch(capped, tokens, [CLEAN], prefix_len=4, lean=True)
     assert evaluate_batch(capped, tokens, [CLEAN], prefix_len=4)[CLEAN].generated.shape == (2, 8)
+
+
+def _random_tokens(seed: int = 0) -> torch.Tensor:
+    return torch.randint(1, 96, (8, 24), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("feature", [{"use_qk_norm": True}, {"clip_qkv": 0.05}], ids=str)
+def test_models_whose_cached_keys_no_hook_sees_decode_exactly(feature):
+    """TransformerLens caches keys after query/key norms or clipping, which hook_k does not see:
+    the lean step refuses such models and the engine decodes their diverging rows naively."""
+    model = tiny_llama(n_layers=3, **feature)
+    with torch.no_grad():  # sharper distributions, so short-circuits change the greedy suffix
+        for param in model.parameters():
+            param.mul_(3.0)
+    assert not fast_step.supports(model)
+    ivs = [CLEAN, *single_block_sweep(range(3))]
+    results = check_against_naive(model, _random_tokens(), ivs)
+    assert any((results[sc].first_mismatch < 15).any() for sc in ivs)
+
+
+@pytest.mark.parametrize("where", ["blocks.1.hook_resid_mid", "blocks.1.attn.hook_z"])
+def test_hooks_already_on_the_model_act_in_every_decode_step(where, tiny_neo):
+    """A user's own hook: elsewhere than q, k, v, z or the attention output it turns the lean
+    step off; either way generation equals naive generation under the same hook."""
+
+    def nudge(act, hook):
+        return act + 0.5 * torch.sin(torch.arange(act.shape[-1], dtype=act.dtype) + 1.0)
+
+    with tiny_neo.hooks(fwd_hooks=[(where, nudge)]):
+        names = [n for n, point in tiny_neo.hook_dict.items() if point.fwd_hooks]
+        assert fast_step.supports(tiny_neo, names) == where.endswith("hook_z")
+        check_against_naive(tiny_neo, _random_tokens(1), [CLEAN, ShortCircuit((2,))])

@@ -46,16 +46,19 @@ def interventions_for(model) -> list[ShortCircuit]:
 
 
 def check_against_naive(model, tokens, interventions, prefix_len=P):
-    """Both decode kernels (workbench.fast_step and TransformerLens' cached forward)."""
+    """Both decode kernels (workbench.fast_step and TransformerLens' cached forward), and decode
+    chunks of 3 rows that others join."""
     suffix = tokens[:, prefix_len:]
     refs = {
         sc: naive_greedy(model, tokens[:, :prefix_len], suffix.shape[1], sc) for sc in interventions
     }
-    for lean in (None, False):
-        results = evaluate_batch(model, tokens, interventions, prefix_len=prefix_len, lean=lean)
+    for lean, chunk_rows in ((None, None), (False, None), (None, 3)):
+        results = evaluate_batch(
+            model, tokens, interventions, prefix_len=prefix_len, lean=lean, chunk_rows=chunk_rows
+        )
         for sc, ref in refs.items():
             res = results[sc]
-            assert torch.equal(res.generated, ref), (sc.label, lean)
+            assert torch.equal(res.generated, ref), (sc.label, lean, chunk_rows)
             assert torch.equal(
                 res.first_mismatch == suffix.shape[1], metrics.exact_match(ref, suffix)
             )

@@ -8,15 +8,18 @@ of every (intervention, sample), whatever its kernels or its order of work. The 
 so block l's output at position p is a function of the input tokens ``x[0..p]`` and of what the
 intervention does to blocks ``0..l``, and nothing else. Free-running greedy generation of a
 T-token sample (prefix P, suffix S) feeds the model the inputs ``x = (prefix, g_0 … g_{S−2})``,
-where g is the greedy suffix; its argmaxes at positions P − 1 … T − 2 are the suffix. Every one of
-those T − 1 positions must therefore pass through every block under that intervention, and two
-(intervention, position) pairs can share the work of block l only when their input prefixes are
-identical and the two interventions act identically on blocks 0..l (for a single-block sweep:
-neither has touched any block up to l yet, or they are the same intervention). The floor counts
-the distinct (layer function, input prefix) pairs: one trie of input prefixes per sample, block
-and class of interventions that agree up to that block. The unembedding is counted the same way at
-the positions whose argmax is needed. Attention scores, LayerNorms, biases and non-linearities are
-left out, so the floor is low, never high.
+where g is the greedy suffix; its argmaxes at positions P − 1 … T − 2 are the suffix. Each of
+those T − 1 inputs must pass through every block below the last under that intervention (later
+positions attend to it), and through the last block where its logits are needed (P − 1 onward;
+earlier positions need only their keys and values there, which the floor does not count). Two
+(intervention, sample, position) triples can share block l's work only when their input prefixes
+are identical and the two interventions act identically on blocks 0..l. The floor counts the
+distinct (block, what acts on blocks 0..l, input prefix) triples, over all samples (duplicated
+samples and shared openings count once), and the unembedding likewise at the positions whose
+argmax is needed. ``Floor.flops`` charges each position-block only the weight matrices its block
+still needs (a block whose attention is short-circuited needs no W_Q or W_K; a zero-ablated one
+no attention weights at all); attention scores, norms, biases and non-linearities are left out,
+so the floor is low, never high.
 """
 
 from __future__ import annotations
@@ -49,21 +52,45 @@ class Cost:
 
 @dataclass(frozen=True)
 class Floor:
-    """The least work any exact method needs: position-blocks and unembedded positions."""
+    """The least work any exact method needs.
 
-    position_blocks: int
+    ``blocks``: position-blocks by what acts on that block (``None``: the block as trained, else
+    ``(heads, kind)`` of the intervention acting on it). ``logit_positions``: unembedded
+    positions.
+    """
+
+    blocks: dict[tuple | None, int]
     logit_positions: int
 
+    @property
+    def position_blocks(self) -> int:
+        return sum(self.blocks.values())
+
     def flops(self, model: HookedTransformer) -> float:
-        """Matrix-multiply FLOPs of that work (2 per multiply-add, weight matrices only)."""
-        weights = sum(
+        """Matrix-multiply FLOPs (2 per multiply-add) of the weights each position-block needs."""
+        cfg = model.cfg
+        total = sum(
             p.numel()
             for name, p in model.blocks.named_parameters()
             if name.rsplit(".", 1)[-1].lstrip("_").startswith("W")
         )
-        per_block = weights / model.cfg.n_layers
-        unembed = model.cfg.d_model * model.cfg.d_vocab
-        return 2.0 * (self.position_blocks * per_block + self.logit_positions * unembed)
+        head = cfg.d_model * cfg.d_head  # one head's W_Q, W_K, W_V or W_O
+        kv_heads = cfg.n_key_value_heads or cfg.n_heads
+        group = cfg.n_heads // kv_heads
+        attention = 2 * cfg.n_heads * head + 2 * kv_heads * head
+        mlp = total / cfg.n_layers - attention
+        work = 0.0
+        for acting, count in self.blocks.items():
+            needed = attention + mlp
+            if acting is not None:
+                heads, kind = acting
+                hit = set(range(cfg.n_heads) if heads is None else heads)
+                whole = sum(set(range(g * group, (g + 1) * group)) <= hit for g in range(kv_heads))
+                needed -= len(hit) * head + whole * head  # queries; keys of whole groups
+                if kind == "zero":  # nor values of whole groups, nor the heads' output rows
+                    needed -= len(hit) * head + whole * head
+            work += count * needed
+        return 2.0 * (work + self.logit_positions * cfg.d_model * cfg.d_vocab)
 
 
 def exact_floor(
@@ -72,27 +99,27 @@ def exact_floor(
     prefix_len: int,
     n_layers: int,
 ) -> Floor:
-    """Distinct (layer function, input prefix) pairs over every (intervention, sample) position.
-
-    ``generated[sc]`` is each sample's exact greedy suffix under ``sc`` (from any exact method).
-    """
-    interventions = list(generated)
-    blocks = logits = 0
-    for s in range(len(tokens)):
-        inputs = {
-            sc: np.concatenate([tokens[s, :prefix_len], generated[sc][s][:-1]])
-            for sc in interventions
-        }
-        for layer in range(n_layers + 1):  # n_layers: the unembedding
-            classes: dict[tuple, list[np.ndarray]] = {}
-            for sc in interventions:
-                classes.setdefault(_acts_up_to(sc, layer), []).append(inputs[sc])
-            for group in classes.values():
-                if layer < n_layers:
-                    blocks += _trie_size(group, 0)
-                else:
-                    logits += _trie_size(group, prefix_len - 1)
-    return Floor(position_blocks=blocks, logit_positions=logits)
+    """Distinct (block, what acts up to it, input prefix) triples over every (intervention,
+    sample) position; ``generated[sc]`` is each sample's exact greedy suffix under ``sc``."""
+    inputs = {
+        sc: np.concatenate([tokens[:, :prefix_len], gen[:, :-1]], axis=1)
+        for sc, gen in generated.items()
+    }
+    blocks: dict[tuple | None, int] = {}
+    logits = 0
+    for layer in range(n_layers + 1):  # n_layers: the unembedding
+        classes: dict[tuple, list[np.ndarray]] = {}
+        for sc, x in inputs.items():
+            classes.setdefault(_acts_up_to(sc, layer), []).append(x)
+        for key, group in classes.items():
+            rows = np.concatenate(group)
+            if layer == n_layers:
+                logits += _trie_size(rows, prefix_len - 1)
+                continue
+            acting = (key[1], key[2]) if key and key[0][-1] == layer else None
+            skip = prefix_len - 1 if layer == n_layers - 1 else 0
+            blocks[acting] = blocks.get(acting, 0) + _trie_size(rows, skip)
+    return Floor(blocks=blocks, logit_positions=logits)
 
 
 def _acts_up_to(sc: ShortCircuit, layer: int) -> tuple:
@@ -101,11 +128,11 @@ def _acts_up_to(sc: ShortCircuit, layer: int) -> tuple:
     return (acted, sc.heads, sc.kind) if acted else ()
 
 
-def _trie_size(sequences: list[np.ndarray], skip: int) -> int:
-    """Distinct prefixes of lengths skip + 1 … len among ``sequences`` (equal lengths)."""
-    rows = sorted(tuple(int(t) for t in seq) for seq in sequences)
+def _trie_size(rows: Int[np.ndarray, "row pos"], skip: int) -> int:
+    """Distinct prefixes of lengths skip + 1 … len among the rows."""
+    ordered = sorted(map(tuple, rows.tolist()))
     total, previous = 0, None
-    for row in rows:
+    for row in ordered:
         shared = 0
         if previous is not None:
             while shared < len(row) and row[shared] == previous[shared]:

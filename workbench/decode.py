@@ -187,8 +187,10 @@ def evaluate_batch(
 
     ``decode_rows`` bounds memory: diverging rows of several interventions are decoded together
     (sharing the sequential steps) until about that many are pooled, each holding the keys and
-    values of every layer (L × T × 2 × d_model numbers a row). ``chunk_rows`` (default: all of
-    them) is how many of them one sequential decode step carries.
+    values of every layer (L × T × 2 × d_model numbers a row), and the lean step copies a chunk
+    of them into its buffers (twice that at the peak). ``chunk_rows`` (default ``decode_rows``)
+    is how many rows one sequential decode step carries. Models whose cached keys no hook sees
+    (query/key norms, clipping) decode their diverging rows with ``naive_greedy``.
     ``lean``: decode with ``workbench.fast_step`` (default: whenever it supports the model and
     the interventions' hooks) or with TransformerLens' own KV-cached forward (False).
     """
@@ -196,20 +198,20 @@ def evaluate_batch(
     dev = model.cfg.device
     chunk_rows = chunk_rows or decode_rows
     hook_names = [name for sc in interventions for name, _ in sc.hooks(model)]
+    hook_names += [name for name, point in model.hook_dict.items() if point.fwd_hooks]
     if lean is None:
         lean = fast_step.supports(model, hook_names)
     elif lean and not fast_step.supports(model, hook_names):
         raise ValueError("workbench.fast_step does not support this model or these hooks.")
-    # the lean step keeps keys rotated; TransformerLens' cache rotates them at every step
-    rotated = lean and model.cfg.positional_embedding_type == "rotary"
-    key_hook = "hook_rot_k" if rotated else "hook_k"
+    key_hook = _cached_keys_hook(model, lean)
+    reuse = decode and key_hook is not None
     tokens = tokens.to(dev)
     n_layers = model.cfg.n_layers
     b, seq = tokens.shape
     suffix = tokens[:, prefix_len:]
     starts = sorted({sc.blocks[0] for sc in interventions if not sc.is_clean})
     clean_kv: dict[int, list] = {}
-    extra = _kv_capture(range(n_layers), clean_kv, key_hook) if decode else []
+    extra = _kv_capture(range(n_layers), clean_kv, key_hook) if reuse else []
     if observer is not None and CLEAN in interventions:
         extra = extra + observer(CLEAN, batch_index)
     clean_logits, resid = clean_pass(model, tokens, starts, extra_hooks=extra)
@@ -226,8 +228,8 @@ def evaluate_batch(
             logits, kv = clean_logits, clean_kv
         else:
             start = sc.blocks[0]
-            kv = {layer: clean_kv[layer] for layer in range(start)} if decode else {}
-            extra = _kv_capture(range(start, n_layers), kv, key_hook) if decode else []
+            kv = {layer: clean_kv[layer] for layer in range(start)} if reuse else {}
+            extra = _kv_capture(range(start, n_layers), kv, key_hook) if reuse else []
             if observer is not None:
                 extra = extra + observer(sc, batch_index)
             logits = intervened_pass(model, tokens, sc, resid, extra_hooks=extra)
@@ -242,7 +244,10 @@ def evaluate_batch(
             )
             res.generated = generated
             rows = (res.first_mismatch < suffix.shape[1] - 1).nonzero().squeeze(-1).to(dev)
-            if len(rows):
+            if len(rows) and not reuse:  # the cached keys are out of reach: decode naively
+                prefix, n_new = tokens[rows, :prefix_len], suffix.shape[1]
+                generated[rows] = naive_greedy(model, prefix, n_new, sc, cost=cost).to(dev)
+            elif len(rows):
                 pool.append((sc, rows, generated, kv))
             if sum(len(entry[1]) for entry in pool) >= decode_rows:
                 flush(pool)
@@ -255,6 +260,19 @@ def evaluate_batch(
         if res.generated is not None:
             res.generated = res.generated.cpu()
     return results
+
+
+_NORMED_KEYS = {"OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM"}
+
+
+def _cached_keys_hook(model: HookedTransformer, lean: bool) -> str | None:
+    """The hook whose keys are exactly what the decode caches (None: no hook sees them)."""
+    cfg = model.cfg
+    if lean:  # the lean step keeps keys rotated
+        return "hook_rot_k" if cfg.positional_embedding_type == "rotary" else "hook_k"
+    if cfg.use_qk_norm or cfg.clip_qkv is not None or cfg.original_architecture in _NORMED_KEYS:
+        return None  # TransformerLens caches keys normalized or clipped after hook_k
+    return "hook_k"
 
 
 def _teacher_forced(

@@ -7,9 +7,10 @@ costs, several copies over. This step computes the same function of the same wei
 position per row: the block's own ``ln1``/``ln2``/``apply_mlp``, the attention's own
 ``calculate_qkv_matrices`` (``hook_q``/``hook_k``/``hook_v``) and ``apply_rotary`` at the row's
 absolute position, attention over the buffered keys and values, ``hook_z``, the output
-projection, ``hook_attn_out``, then ``ln_final`` and ``unembed``. Only those hook points fire, so
-``supports`` refuses any hook elsewhere (and any model feature this step does not reproduce);
-the engine then falls back to TransformerLens' own cached forward.
+projection, ``hook_attn_out``, then ``ln_final`` and ``unembed``. Attention-pattern and residual
+hook points are skipped, so ``supports`` refuses hooks anywhere but on q, k, v, z and the
+attention output (and any model feature this step does not reproduce); the engine then falls
+back to TransformerLens' own cached forward.
 
 Buffers hold, per layer, ``[rows, kv_heads, context, d_head]`` keys (already rotated: a key's
 rotation depends on its own position only) and values. Attention sums in a different order than
@@ -39,6 +40,8 @@ _OFF = (
     "use_logn_attn",
     "use_dynamic_ntk_rope",
     "use_hook_tokens",
+    "use_qk_norm",
+    "ungroup_grouped_query_attention",
 )
 _OWN_NORMS = {"OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM"}
 
@@ -56,9 +59,11 @@ def supports(model: HookedTransformer, hook_names: Iterable[str] = ()) -> bool:
         return False
     if (cfg.attn_scores_soft_cap or 0) > 0 or (cfg.output_logits_soft_cap or 0) > 0:
         return False
-    return all(
-        name.startswith("blocks.") and name.split(".", 2)[2] in _HOOKS for name in hook_names
-    )
+    for name in hook_names:
+        parts = name.split(".", 2)
+        if len(parts) < 3 or parts[0] != "blocks" or parts[2] not in _HOOKS:
+            return False
+    return True
 
 
 class Buffers:
@@ -70,9 +75,8 @@ class Buffers:
         shape = (rows, kv_heads, context, cfg.d_head)
         self.keys = [torch.empty(shape, dtype=cfg.dtype, device=cfg.device) for _ in model.blocks]
         self.values = [torch.empty_like(k) for k in self.keys]
-        self.w_o = [
-            block.attn.W_O.reshape(-1, cfg.d_model).T.contiguous() for block in model.blocks
-        ]
+        # F.linear(z, w) is z @ w.T: the transpose of W_O viewed as [(head d_head), d_model]
+        self.w_o = [block.attn.W_O.reshape(-1, cfg.d_model).T for block in model.blocks]
 
     def load(
         self,
