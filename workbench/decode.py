@@ -262,17 +262,11 @@ def evaluate_batch(
     return results
 
 
-_NORMED_KEYS = {"OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM"}
-
-
 def _cached_keys_hook(model: HookedTransformer, lean: bool) -> str | None:
     """The hook whose keys are exactly what the decode caches (None: no hook sees them)."""
-    cfg = model.cfg
     if lean:  # the lean step keeps keys rotated
-        return "hook_rot_k" if cfg.positional_embedding_type == "rotary" else "hook_k"
-    if cfg.use_qk_norm or cfg.clip_qkv is not None or cfg.original_architecture in _NORMED_KEYS:
-        return None  # TransformerLens caches keys normalized or clipped after hook_k
-    return "hook_k"
+        return "hook_rot_k" if model.cfg.positional_embedding_type == "rotary" else "hook_k"
+    return None if fast_step.keys_transformed_after_hook(model) else "hook_k"
 
 
 def _teacher_forced(

@@ -40,10 +40,18 @@ _OFF = (
     "use_logn_attn",
     "use_dynamic_ntk_rope",
     "use_hook_tokens",
-    "use_qk_norm",
     "ungroup_grouped_query_attention",
 )
 _OWN_NORMS = {"OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM"}
+
+
+def keys_transformed_after_hook(model: HookedTransformer) -> bool:
+    """Whether TransformerLens normalizes or clips keys after ``hook_k`` (q/k norms, OLMo's
+    norms, clipping), so that no hook sees the keys its cache holds."""
+    cfg = model.cfg
+    return bool(
+        cfg.use_qk_norm or cfg.clip_qkv is not None or cfg.original_architecture in _OWN_NORMS
+    )
 
 
 def supports(model: HookedTransformer, hook_names: Iterable[str] = ()) -> bool:
@@ -51,11 +59,9 @@ def supports(model: HookedTransformer, hook_names: Iterable[str] = ()) -> bool:
     cfg = model.cfg
     if any(getattr(cfg, flag, False) for flag in _OFF):
         return False
-    if cfg.original_architecture in _OWN_NORMS or cfg.n_devices != 1:
+    if keys_transformed_after_hook(model) or cfg.n_devices != 1 or cfg.attention_dir != "causal":
         return False
-    if cfg.attention_dir != "causal":
-        return False
-    if cfg.positional_embedding_type not in ("standard", "rotary") or cfg.clip_qkv is not None:
+    if cfg.positional_embedding_type not in ("standard", "rotary"):
         return False
     if (cfg.attn_scores_soft_cap or 0) > 0 or (cfg.output_logits_soft_cap or 0) > 0:
         return False
