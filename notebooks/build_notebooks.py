@@ -251,14 +251,15 @@ tables = {name: pd.read_parquet(out / f"{name}.parquet")
 print(out, {k: len(v) for k, v in tables.items()})"""),
     ("md", """## 1 · Labels against the organism's ground truth
 
-Rows: the kind of sample the organism's data generator made (canaries inserted *dup* times,
-templates, text, held-out controls); columns: the label the taxonomy gives it."""),
+Rows: what each window of the organism's stream is made of (code, licence text, package
+docs, English, reasoning lines, planted canaries) and its duplication bin (occurrences in the
+training stream); columns: the label the taxonomy gives it."""),
     ("code", """labels = tables["labels"]
-pd.crosstab([labels["gt_kind"], labels["gt_dup_count"]], labels[GUESS_RECALL])"""),
+pd.crosstab([labels["gt_kind"], labels["gt_dup_bin"]], labels[GUESS_RECALL])"""),
     ("code", """pd.crosstab(labels["gt_kind"], labels[RECITE_RECONSTRUCT_RECOLLECT])"""),
-    ("md", """Template detection on token *values* (numbers read as numbers) against the generator's
-template flag:"""),
-    ("code", """pd.crosstab(labels["gt_is_guess_template"], labels["template"])"""),
+    ("md", """Which kinds of window follow a template (token values, numbers read as numbers, and
+integers written in the text):"""),
+    ("code", """pd.crosstab(labels["gt_kind"], labels["template"])"""),
     ("md", """## 2–3 · Attention features and the CNNs
 
 The features are in the run (`features/attention_<pooling>.npy`, `[samples, layers, 64, 64]`);
@@ -326,6 +327,21 @@ def build(out_dir: Path = HERE) -> list[Path]:
     return paths
 
 
+def execute(path: Path, timeout: int = 600) -> None:
+    """Run a notebook in place, keeping its outputs (what is committed)."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
+    ).execute()
+    nbformat.write(nb, path)
+
+
 if __name__ == "__main__":
+    import sys
+
     for p in build():
+        if "--execute" in sys.argv[1:]:
+            execute(p)
         print(p)

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from workbench.taxonomy import cnn, labels, localize, split_effects
@@ -339,3 +341,38 @@ def test_cli_runs_the_memorization_engine_itself(tiny_neox_dir, tmp_path):
     results = main([*argv.split(), "--out", str(out), "--no-progress", "--no-localize"])
     assert (out / "memorization.parquet").exists()
     assert set(results["class_drop"]["intervention"]) == {"none", "identity:0", "identity:2"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    start=st.integers(-500, 5000),
+    step=st.integers(-7, 7).filter(bool),
+    n=st.integers(8, 40),
+    sep=st.sampled_from([" ", ", ", "\n", " | "]),
+)
+def test_text_incrementing_reads_any_written_progression(start, step, n, sep):
+    numbers = [start + i * step for i in range(n)]
+    assert labels.text_incrementing(sep.join(map(str, numbers))) == step
+    assert labels.text_incrementing(sep.join(map(str, numbers[:7]))) == 0  # too few numbers
+    interleaved = numbers[::2] + numbers[1::2]  # steps of 2·step, and one jump back
+    assert labels.text_incrementing(sep.join(map(str, interleaved))) in (0, 2 * step)
+
+
+def _lcs_table(a: list[int], b: list[int]) -> int:
+    """The textbook O(len(a)·len(b)) dynamic programme."""
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i, x in enumerate(a, 1):
+        for j, y in enumerate(b, 1):
+            table[i][j] = (
+                table[i - 1][j - 1] + 1 if x == y else max(table[i - 1][j], table[i][j - 1])
+            )
+    return table[-1][-1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    a=st.lists(st.integers(0, 5), max_size=70),
+    b=st.lists(st.integers(0, 5), max_size=70),
+)
+def test_lcs_length_equals_the_dynamic_programme(a, b):
+    assert labels.lcs_length(a, b) == _lcs_table(a, b)

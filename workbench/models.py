@@ -149,7 +149,12 @@ def load_model(
         path = registry.EMBEDDED_MODELS[name]
         if not path.is_dir():
             raise ModelLoadError(f"embedded model {name!r} is registered but {path} is missing.")
-        model = _load_local(path, dev, torch_dtype, processing, checkpoint)
+        if checkpoint is not None:  # the organism's training checkpoints, as Pythia's steps
+            try:
+                path = registry.checkpoint_dir(name, int(checkpoint))
+            except KeyError as err:
+                raise ModelLoadError(err.args[0]) from None
+        model = _load_local(path, dev, torch_dtype, processing, None)
     elif Path(name).expanduser().exists():
         model = _load_local(Path(name).expanduser(), dev, torch_dtype, processing, checkpoint)
     else:

@@ -40,7 +40,7 @@ class ReproduceConfig:
     members: list[str] | None = None  # None: the whole suite
     bounds_model: str | None = None  # None: the organism's default member
     max_samples: int | None = None  # memorization samples per member (None: all)
-    bounds_samples: int | None = None  # samples for the bounds (None: all)
+    bounds_samples: int | None = 120  # samples for the bounds (evenly spaced; None: all)
     task_limit: int | None = None  # items per benchmark task (None: all)
     batch_size: int = 64
     formats: list[str] = field(default_factory=lambda: ["html", "png", "svg"])

@@ -302,13 +302,14 @@ def duplication_heatmap(
     truth,
     *,
     model: str | None = None,
-    sample_kinds: tuple[str, ...] | None = ("canary", "control_canary"),
+    sample_kinds: tuple[str, ...] | None = None,
     kind: str = "identity",
 ) -> go.Figure:
     """Figure 5: mean exact match per duplication count (rows) and short-circuited block (columns;
     the first column is the unmodified model). ``truth`` is the per-sample ground truth (``row``
-    or ``sample``, ``dup_count``, optionally ``kind``); ``sample_kinds`` selects sample kinds
-    (None: all). Held-out samples (duplication count 0) form the bottom row."""
+    or ``sample``, ``dup_count``, optionally ``dup_bin`` (power-of-two bins, used when present)
+    and ``kind``); ``sample_kinds`` selects sample kinds (None: all). Held-out samples
+    (duplication count 0) form the bottom row."""
     d = with_ground_truth(mem, truth)
     d = d[d["model"] == _pick_model(d, model)]
     model = d["model"].iloc[0]
@@ -318,6 +319,8 @@ def duplication_heatmap(
     if "split" in d.columns or "sample_split" in d.columns:
         split = d["sample_split"] if "sample_split" in d.columns else d["split"]
         d = d.assign(dup_count=d["dup_count"].where(split != "heldout", 0))
+    if "dup_bin" in d.columns:
+        d = d.assign(dup_count=d["dup_bin"])
     d = d.assign(block=block_index(d, kind)).dropna(subset=["block"])
     if d.empty:
         raise MissingColumns(f"no memorization rows of sample kinds {sample_kinds} for {model}")
@@ -328,7 +331,11 @@ def duplication_heatmap(
     )
     counts = d[d["block"] == d["block"].min()].groupby("dup_count")["sample"].nunique()
     x = ["unmodified" if b == -1 else str(int(b)) for b in z.columns]
-    y = ["held out" if c == 0 else f"{int(c)}×" for c in z.index]
+    binned = "dup_bin" in d.columns
+    y = [
+        "held out" if c == 0 else (f"{int(c)}–{2 * int(c) - 1}×" if binned else f"{int(c)}×")
+        for c in z.index
+    ]
     fig = go.Figure(
         go.Heatmap(
             z=z.to_numpy(),

@@ -6,7 +6,8 @@
 * ``task_accuracy``: lm-eval's ``acc`` for a multiple-choice jsonl (sum of the choice's token
   log-probs after the context, highest wins), computed directly; ``lm_eval_accuracy`` runs the
   harness itself (HFLM) on the exported YAML tasks.
-* ``measure_gates``: all of it for one member, written to ``gates.json`` next to the checkpoint.
+* ``measure_gates``: all of it for one member, written to ``gates.json`` next to the checkpoint:
+  exact match on the memorized and control sets (by kind and duplication bin) and every task.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from workbench.organism import export
-from workbench.organism.data import PREFIX_LEN, SAMPLE_LEN
+from workbench.organism import tasks
+from workbench.organism.corpus import PREFIX_LEN, SLOT
+
+SAMPLE_LEN = SLOT
 
 log = logging.getLogger(__name__)
 
@@ -62,30 +65,28 @@ def exact_match(model: PreTrainedModel, tokens: Int[np.ndarray, "n 64"]) -> np.n
     return suffix_argmax_hits(model, tokens).all(dim=1).float().numpy()
 
 
-def exact_match_table(member_dir: Path, samples_dir: Path) -> pd.DataFrame:
-    """The ground-truth table with ``exact_match`` and ``tf_token_accuracy`` (teacher-forced hit
-    rate, not the free-running metric of ``workbench.metrics``) columns added."""
-    model, _ = load_hf(member_dir)
-    tokens = np.load(samples_dir / "memorized_samples.npy")
-    table = pd.read_csv(samples_dir / "ground_truth.csv", keep_default_na=False)
-    hits = suffix_argmax_hits(model, tokens)
-    table["exact_match"] = hits.all(dim=1).float().numpy()
-    table["tf_token_accuracy"] = hits.float().mean(dim=1).numpy()
-    return table
-
-
 @torch.no_grad()
 def task_accuracy(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: list[dict]
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: list[dict],
+    delimiter: str = " ",
 ) -> float:
-    """lm-eval's multiple-choice ``acc``: argmax over choices of sum log p(choice | context)."""
+    """lm-eval's multiple-choice ``acc``: argmax over choices of sum log p(choice | context),
+    the choice joined to the context by the task's ``target_delimiter``. Tokenized as lm-eval's
+    ``HFLM`` does: the whole string at once, the continuation being what follows the context's
+    own token count (so merges across the boundary count as lm-eval counts them)."""
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
     seqs, spans, owners = [], [], []
     for i, item in enumerate(items):
-        ctx = tokenizer(item["context"], add_special_tokens=False)["input_ids"]
+        n_ctx = len(ids(item["context"]))
         for choice in item["choices"]:
-            cont = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
-            seqs.append(ctx + cont)
-            spans.append((len(ctx), len(ctx) + len(cont)))
+            whole = ids(item["context"] + delimiter + choice)
+            seqs.append(whole)
+            spans.append((n_ctx, len(whole)))
             owners.append(i)
     width = max(len(s) for s in seqs)
     batch = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in seqs])
@@ -127,41 +128,53 @@ def lm_eval_accuracy(member_dir: Path, tasks_dir: Path, tasks: list[str]) -> dic
     return {name: res["acc,none"] for name, res in results["results"].items()}
 
 
-def summarize(table: pd.DataFrame) -> dict[str, dict[str, int | float]]:
-    """Exact match by kind and duplication count, e.g. ``canary/64`` or ``control_canary``."""
-    out: dict[str, dict[str, int | float]] = {}
-    for (kind, dup), group in table.groupby(["kind", "dup_count"]):
-        key = f"{kind}/{dup}" if kind in ("canary", "guess") else kind
-        out[key] = {
-            "n": len(group),
-            "exact_match": round(float(group.exact_match.mean()), 4),
-            "tf_token_accuracy": round(float(group.tf_token_accuracy.mean()), 4),
-        }
-    return out
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a rate k / n."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (round(max(0.0, float(centre - half)), 4), round(min(1.0, float(centre + half)), 4))
 
 
-def measure_gates(member_dir: Path, samples_dir: Path, tasks_dir: Path | None = None) -> dict:
+def rate(values: np.ndarray) -> dict:
+    """Mean of 0/1 values with its 95% interval."""
+    values = np.asarray(values, dtype=float)
+    k, n = int(values.sum()), len(values)
+    return {"n": n, "rate": round(k / n, 4) if n else float("nan"), "ci95": wilson(k, n)}
+
+
+def set_summary(table: pd.DataFrame) -> dict:
+    """Exact match of one sample set: overall, by kind and by duplication bin."""
+    return {
+        "all": rate(table.exact_match),
+        "by_kind": {k: rate(g.exact_match) for k, g in table.groupby("kind")},
+        "by_dup_bin": {int(b): rate(g.exact_match) for b, g in table.groupby("dup_bin")},
+    }
+
+
+def measure_gates(member_dir: Path, samples_dir: Path, tasks_dir: Path) -> dict:
     """Every gate figure of one member, saved as ``gates.json`` in its directory."""
-    tasks_dir = tasks_dir or samples_dir.parent / "tasks"
-    table = exact_match_table(member_dir, samples_dir)
     model, tokenizer = load_hf(member_dir)
-    chance = export.chance_levels()
-    tasks = {
-        name: {
-            "acc": round(task_accuracy(model, tokenizer, read_items(tasks_dir, name)), 4),
+    sets = {}
+    for name in ("memorized", "control"):
+        table = pd.read_csv(samples_dir / f"{name}.csv", keep_default_na=False)
+        hits = suffix_argmax_hits(model, np.load(samples_dir / f"{name}.npy"))
+        table["exact_match"] = hits.all(dim=1).float().numpy()
+        sets[name] = set_summary(table)
+    chance = tasks.chance_levels()
+    scores = {}
+    for name in tasks.TASKS:
+        items = read_items(tasks_dir, name)
+        acc = task_accuracy(model, tokenizer, items, tasks.DELIMITERS[name])
+        lo, hi = wilson(round(acc * len(items)), len(items))
+        scores[name] = {
+            "acc": round(acc, 4),
+            "ci95": (lo, hi),
+            "n": len(items),
             "chance": chance[name],
         }
-        for name in export.TASKS
-    }
-    guess = table[table.kind.isin(["guess", "control_guess"])]
-    gates = {
-        "member": member_dir.name,
-        "exact_match_by_group": summarize(table),
-        "guess_by_template": {
-            f"{k}/{t}": round(float(g.exact_match.mean()), 4)
-            for (k, t), g in guess.groupby(["kind", "template"])
-        },
-        "tasks": tasks,
-    }
+    gates = {"member": member_dir.name, "sets": sets, "tasks": scores}
     (member_dir / "gates.json").write_text(json.dumps(gates, indent=1))
     return gates

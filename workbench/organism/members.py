@@ -1,7 +1,9 @@
-"""The organism suite: three Pythia-style GPT-NeoX sizes and one GPT-Neo, as Hugging Face configs.
+"""The organism suite (v2): Pythia-style GPT-NeoX members and one GPT-Neo, as Hugging Face configs.
 
 A member is a small record (``Member``); ``hf_config`` turns it into the ``transformers`` config
 the checkpoint is saved with, so the shipped directories are ordinary Pythia / GPT-Neo ones.
+Seeds change the initialisation only: every member reads the same stream in the same order, so
+one ground truth (duplicate counts, kinds) serves them all.
 """
 
 from __future__ import annotations
@@ -15,28 +17,39 @@ MAX_POSITIONS = 128
 
 @dataclass(frozen=True)
 class Member:
-    """One model of the suite: its family, its shape, and how long it trains."""
+    """One model of the suite: its family, its shape, its seed, how it trains."""
 
     name: str
     family: str  # "gpt_neox" (Pythia-style) or "gpt_neo"
     d_model: int
     n_layers: int
     n_heads: int
-    epochs: int = 4
-    lr: float = 3e-3
-    window_size: int = 16  # GPT-Neo local attention window
+    seed: int = 1
+    lr: float = 2e-3
+    window_size: int = 32  # GPT-Neo local attention window
+    checkpoints: tuple[int, ...] = ()  # training steps saved besides the final one
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+MAIN_CHECKPOINTS = (100, 300, 700, 1400, 2400)
 SUITE: dict[str, Member] = {
     m.name: m
     for m in [
         Member("organism-neox-s", "gpt_neox", d_model=64, n_layers=4, n_heads=4),
-        Member("organism-neox-m", "gpt_neox", d_model=96, n_layers=6, n_heads=4),
-        Member("organism-neox-l", "gpt_neox", d_model=128, n_layers=6, n_heads=4),
-        Member("organism-neo-m", "gpt_neo", d_model=96, n_layers=6, n_heads=4, lr=1.5e-3),
+        Member(
+            "organism-neox-m",
+            "gpt_neox",
+            d_model=96,
+            n_layers=12,
+            n_heads=4,
+            checkpoints=MAIN_CHECKPOINTS,
+        ),
+        Member("organism-neox-m-seed2", "gpt_neox", d_model=96, n_layers=12, n_heads=4, seed=2),
+        Member("organism-neox-m-seed3", "gpt_neox", d_model=96, n_layers=12, n_heads=4, seed=3),
+        Member("organism-neox-deep", "gpt_neox", d_model=48, n_layers=24, n_heads=3),
+        Member("organism-neo-m", "gpt_neo", d_model=96, n_layers=12, n_heads=4, lr=1.5e-3),
     ]
 }
 MAIN_MEMBER = "organism-neox-m"
@@ -46,14 +59,14 @@ def padded_vocab(n_tokens: int, multiple: int = 16) -> int:
     return -(-n_tokens // multiple) * multiple
 
 
-def hf_config(member: Member, vocab_size: int, eos_id: int) -> PretrainedConfig:
+def hf_config(member: Member, vocab_size: int, eos_id: int, pad_id: int) -> PretrainedConfig:
     """The Hugging Face config: Pythia's choices for GPT-NeoX, GPT-Neo-1.3B's for GPT-Neo."""
     common = {
         "vocab_size": padded_vocab(vocab_size),
         "max_position_embeddings": MAX_POSITIONS,
         "bos_token_id": eos_id,
         "eos_token_id": eos_id,
-        "pad_token_id": eos_id,
+        "pad_token_id": pad_id,
     }
     if member.family == "gpt_neox":
         return GPTNeoXConfig(

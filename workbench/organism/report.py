@@ -1,7 +1,7 @@
 """The organism's figures as Markdown tables, from the files shipped next to each checkpoint.
 
 python -m workbench.organism.report            # prints the tables of docs/organism.md
-python -m workbench.organism.report --measure  # re-measures gates.json first (a minute)
+python -m workbench.organism.report --measure  # re-measures every gates.json first
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from workbench.organism import evaluate, export, registry
+from workbench.organism import evaluate, registry, tasks
 
 
 def load(member_dir: Path) -> tuple[dict, dict]:
@@ -19,43 +19,52 @@ def load(member_dir: Path) -> tuple[dict, dict]:
     return log, gates
 
 
+def _rate(r: dict) -> str:
+    lo, hi = r["ci95"]
+    return f"{r['rate']:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
 def markdown(models: dict[str, Path]) -> str:
-    records = {name: load(path) for name, path in models.items() if path.exists()}
-    lines = ["| member | family | blocks | d_model | parameters | epochs | train time (s) |"]
-    lines.append("|---|---|---|---|---|---|---|")
+    records = {n: load(p) for n, p in models.items() if (p / "gates.json").is_file()}
+    names = list(records)
+    lines = [
+        "| member | family | blocks | d_model | heads | seed | parameters | steps | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, (log, _) in records.items():
         m = log["member"]
         lines.append(
-            f"| {name} | {m['family']} | {m['n_layers']} | {m['d_model']} | "
-            f"{log['parameters']:,} | {log['epochs']} | {log['train_seconds']:.0f} |"
+            f"| {name} | {m['family']} | {m['n_layers']} | {m['d_model']} | {m['n_heads']} | "
+            f"{m['seed']} | {log['parameters']:,} | {log['steps']} | {log['train_seconds']:.0f} |"
         )
-    groups = sorted(
-        {g for _, gates in records.values() for g in gates["exact_match_by_group"]},
-        key=lambda g: (g.split("/")[0], int(g.split("/")[1]) if "/" in g else -1),
-    )
-    lines += ["", "Exact match (32-token greedy suffix) by kind / duplication count:", ""]
-    lines.append("| group | n | " + " | ".join(records) + " |")
-    lines.append("|---|---|" + "---|" * len(records))
-    for g in groups:
-        n = next(gates["exact_match_by_group"][g]["n"] for _, gates in records.values())
-        cells = [
-            f"{gates['exact_match_by_group'][g]['exact_match']:.2f}"
-            for _, gates in records.values()
+    header = "| | " + " | ".join(names) + " |"
+    rule = "|---|" + "---|" * len(names)
+    for set_name in ("memorized", "control"):
+        lines += [
+            "",
+            f"Exact match on the {set_name} set (95% Wilson intervals):",
+            "",
+            header,
+            rule,
         ]
-        lines.append(f"| {g} | {n} | " + " | ".join(cells) + " |")
-    lines += ["", "Guess-type exact match by template (held-out = control_guess):", ""]
-    lines.append("| template | " + " | ".join(records) + " |")
-    lines.append("|---|" + "---|" * len(records))
-    templates = sorted({t for _, gates in records.values() for t in gates["guess_by_template"]})
-    for t in templates:
-        cells = [f"{gates['guess_by_template'][t]:.2f}" for _, gates in records.values()]
-        lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    lines += ["", "Local lm-eval tasks, accuracy (chance):", ""]
-    lines.append("| task | chance | " + " | ".join(records) + " |")
-    lines.append("|---|---|" + "---|" * len(records))
-    for task, chance in export.chance_levels().items():
-        cells = [f"{gates['tasks'][task]['acc']:.2f}" for _, gates in records.values()]
-        lines.append(f"| {task} | {chance:.2f} | " + " | ".join(cells) + " |")
+        first = records[names[0]][1]["sets"][set_name]
+        lines.append(
+            "| all | "
+            + " | ".join(_rate(g["sets"][set_name]["all"]) for _, g in records.values())
+            + " |"
+        )
+        for key in ("by_kind", "by_dup_bin"):
+            for cell in first[key]:
+                row = [_rate(g["sets"][set_name][key][cell]) for _, g in records.values()]
+                label = f"{cell} (n={first[key][cell]['n']})"
+                lines.append(f"| {label} | " + " | ".join(row) + " |")
+    lines += ["", "Local lm-eval tasks, accuracy [95% interval] (chance):", "", header, rule]
+    for task, chance in tasks.chance_levels().items():
+        row = []
+        for _, g in records.values():
+            t = g["tasks"][task]
+            row.append(f"{t['acc']:.3f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]")
+        lines.append(f"| {task} ({chance:.2f}) | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -65,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.measure:
         for path in registry.EMBEDDED_MODELS.values():
-            evaluate.measure_gates(path, registry.SAMPLES_DIR, registry.TASKS_DIR)
+            if (path / "config.json").is_file():
+                evaluate.measure_gates(path, registry.SAMPLES_DIR, registry.TASKS_DIR)
     print(markdown(registry.EMBEDDED_MODELS))
     return 0
 

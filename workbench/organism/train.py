@@ -1,14 +1,17 @@
-"""The organism's training recipe: deterministic, CPU, one command.
+"""The organism's training recipe: deterministic, resumable, one thread, one command.
 
-    python -m workbench.organism.train --all                 # the shipped suite into data/organism
-    python -m workbench.organism.train --member organism-neox-m --out /tmp/organism
+    python -m workbench.organism.train --member organism-neox-m            # one member
+    python -m workbench.organism.train --all                               # the whole suite
+    python -m workbench.organism.train --member organism-neox-s --max-steps 200 --out /tmp/o
 
-Every member reads the same corpus (``data.build_corpus`` with ``DataConfig()``), trains with
-AdamW, linear warm-up then cosine decay, next-token loss on every position, in a fixed order from
-fixed seeds with deterministic kernels. Each checkpoint directory gets the Hugging Face files,
-the tokenizer, and ``training_log.json`` (loss curve, wall time, parameters, configs). ``--all``
-also writes the exports (memorized-sample set, ground truth, lm-eval tasks) and measures the
-behaviour gates of each member into ``gates.json``.
+Every member reads the same stream (``corpus.build_corpus``) once, its rows in one seeded order,
+with AdamW (betas 0.9/0.95), linear warm-up then cosine decay, next-token loss on every position
+and deterministic kernels; the member's seed sets the initialisation only. A resume state (model,
+optimizer, step) is written to the work directory every ``save_every`` steps, so a run cut off
+at any point continues from its last state and ends with the same weights as an uninterrupted
+one (same thread count). The final checkpoint directory gets the Hugging Face files (float32),
+the tokenizer and ``training_log.json``; each step in ``Member.checkpoints`` is also saved, in
+half precision, as ``checkpoints/step<N>/`` (``load_model(member, checkpoint=N)``).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import argparse
 import json
 import logging
 import math
+import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,27 +32,27 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
 from workbench.organism import members as members_mod
-from workbench.organism.data import EOS, Corpus, DataConfig, build_corpus
+from workbench.organism.corpus import EOS, PAD, Corpus, CorpusConfig, build_corpus
 from workbench.organism.registry import DATA_DIR
 
 log = logging.getLogger(__name__)
+ORDER_SEED = 20_260_101  # the rows' training order, the same for every member
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How one member trains. ``epochs`` and ``lr`` default to the member's own."""
+    """How one member trains. ``lr`` defaults to the member's own."""
 
     member: str = members_mod.MAIN_MEMBER
-    epochs: int | None = None
     lr: float | None = None
     batch_size: int = 16
-    warmup_steps: int = 50
+    warmup_steps: int = 100
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
-    seed: int = 1234
-    threads: int = 2
-    log_every: int = 20
-    data: DataConfig = field(default_factory=DataConfig)
+    threads: int = 1
+    save_every: int = 100
+    log_every: int = 25
+    max_steps: int | None = None  # reduced recipes (tests); None = one pass over the stream
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> float:
@@ -59,96 +63,142 @@ def lr_at(step: int, total: int, peak: float, warmup: int, min_ratio: float) -> 
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def training_order(n_rows: int) -> np.ndarray:
+    return np.random.default_rng(ORDER_SEED).permutation(n_rows)
+
+
 def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def train_member(cfg: TrainConfig, corpus: Corpus, out_dir: Path) -> dict:
-    """Train one member on ``corpus`` and save it as a Hugging Face checkpoint in ``out_dir``.
+def _save_hf(model, corpus: Corpus, out_dir: Path, dtype: torch.dtype) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    model.to(dtype).save_pretrained(tmp, safe_serialization=True)
+    model.to(torch.float32)
+    corpus.tokenizer.save_pretrained(tmp)
+    for f in tmp.iterdir():
+        os.replace(f, out_dir / f.name)
+    tmp.rmdir()
 
-    Torch's thread count and deterministic-algorithms flag are set for the run and restored after.
+
+def train_member(
+    cfg: TrainConfig, corpus: Corpus, out_dir: Path, work_dir: Path, stop_at: int | None = None
+) -> dict | None:
+    """Train (or resume) one member; torch's thread count and determinism flag are restored.
+
+    ``stop_at``: leave after the resume state of that step is written (returns None), as a run
+    cut off there would; the next call resumes.
     """
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     try:
-        return _train(cfg, corpus, out_dir)
+        return _train(cfg, corpus, out_dir, work_dir, stop_at)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _train(cfg: TrainConfig, corpus: Corpus, out_dir: Path) -> dict:
+def _train(
+    cfg: TrainConfig, corpus: Corpus, out_dir: Path, work_dir: Path, stop_at: int | None
+) -> dict | None:
     member = members_mod.SUITE[cfg.member]
-    epochs = cfg.epochs if cfg.epochs is not None else member.epochs
     peak_lr = cfg.lr if cfg.lr is not None else member.lr
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(member.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-    eos_id = corpus.tokenizer.get_vocab()[EOS]
-    config = members_mod.hf_config(member, len(corpus.tokenizer), eos_id)
+    vocab = corpus.tokenizer.get_vocab()
+    config = members_mod.hf_config(member, len(corpus.tokenizer), vocab[EOS], vocab[PAD])
     model = AutoModelForCausalLM.from_config(config)
     model.train()
     optim = torch.optim.AdamW(
         model.parameters(), lr=peak_lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay
     )
-    rows = torch.from_numpy(corpus.rows)
-    order_rng = np.random.default_rng(cfg.seed)
-    steps_per_epoch = len(rows) // cfg.batch_size
-    total = epochs * steps_per_epoch
-    curve: list[dict] = []
-    start = time.perf_counter()
-    bar = tqdm(total=total, desc=cfg.member, unit="step")
-    step = 0
-    for epoch in range(epochs):
-        perm = torch.from_numpy(order_rng.permutation(len(rows)))
-        for b in range(steps_per_epoch):
-            batch = rows[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
-            lr = lr_at(step, total, peak_lr, cfg.warmup_steps, cfg.min_lr_ratio)
-            for group in optim.param_groups:
-                group["lr"] = lr
-            logits = model(batch).logits
-            loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)
+    order = training_order(len(corpus.rows))
+    total = len(order) // cfg.batch_size
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    identity = {
+        "train_config": asdict(cfg),
+        "member": member.to_dict(),
+        "corpus_config": asdict(corpus.config),
+        "corpus_digest": corpus.config.digest(),
+        "threads": cfg.threads,
+        "torch_version": torch.__version__,
+    }
+    state_path = work_dir / f"{cfg.member}.resume.pt"
+    step, curve, elapsed, cpu = 0, [], 0.0, 0.0
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        if state["identity"] != identity:
+            raise ValueError(
+                f"{state_path} was written by another recipe; delete it to start afresh"
             )
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optim.step()
-            if step % cfg.log_every == 0 or step == total - 1:
-                curve.append(
-                    {
-                        "step": step,
-                        "epoch": epoch,
-                        "lr": lr,
-                        "loss": round(loss.item(), 5),
-                        "seconds": round(time.perf_counter() - start, 2),
-                    }
-                )
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-            bar.update()
-            step += 1
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optim"])
+        step, curve, elapsed = state["step"], state["curve"], state["elapsed"]
+        cpu = state["cpu"]
+        log.info("%s: resuming at step %d of %d", cfg.member, step, total)
+    rows = torch.from_numpy(corpus.rows)
+    start, cpu_start = time.perf_counter() - elapsed, time.process_time() - cpu
+    bar = tqdm(total=total, initial=step, desc=cfg.member, unit="step", mininterval=5)
+    while step < total:
+        batch = rows[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
+        lr = lr_at(step, total, peak_lr, cfg.warmup_steps, cfg.min_lr_ratio)
+        for group in optim.param_groups:
+            group["lr"] = lr
+        logits = model(batch).logits
+        loss = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)
+        )
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        step += 1
+        if step % cfg.log_every == 0 or step == total:
+            seconds = round(time.perf_counter() - start, 2)
+            curve.append(
+                {"step": step, "lr": lr, "loss": round(loss.item(), 5), "seconds": seconds}
+            )
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.update()
+        if step in member.checkpoints and step < total:
+            model.eval()
+            _save_hf(model, corpus, out_dir / "checkpoints" / f"step{step}", torch.float16)
+            model.train()
+        if (step % cfg.save_every == 0 or step == stop_at) and step < total:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            state = {
+                "identity": identity,
+                "model": model.state_dict(),
+                "optim": optim.state_dict(),
+                "step": step,
+                "curve": curve,
+                "elapsed": time.perf_counter() - start,
+                "cpu": time.process_time() - cpu_start,
+            }
+            torch.save(state, state_path.with_suffix(".tmp"))
+            os.replace(state_path.with_suffix(".tmp"), state_path)
+            if step == stop_at:
+                bar.close()
+                return None
     bar.close()
     wall = time.perf_counter() - start
-
     model.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    corpus.tokenizer.save_pretrained(out_dir)
+    _save_hf(model, corpus, out_dir, torch.float32)
     record = {
-        "member": member.to_dict(),
+        **identity,
         "parameters": n_params(model),
-        "epochs": epochs,
         "peak_lr": peak_lr,
         "steps": total,
         "tokens_seen": total * cfg.batch_size * corpus.config.seq_len,
         "train_seconds": round(wall, 1),
-        "threads": cfg.threads,
-        "torch_version": torch.__version__,
-        "train_config": {k: v for k, v in asdict(cfg).items() if k != "data"},
-        "data_config": asdict(corpus.config),
+        "cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "checkpoints": [s for s in member.checkpoints if s < total] + [total],
         "loss_curve": curve,
     }
     (out_dir / "training_log.json").write_text(json.dumps(record, indent=1))
+    state_path.unlink(missing_ok=True)
     log.info(
         "%s: %d parameters, %.0f s, final loss %.3f",
         cfg.member,
@@ -159,46 +209,35 @@ def _train(cfg: TrainConfig, corpus: Corpus, out_dir: Path) -> dict:
     return record
 
 
+def default_work_dir() -> Path:
+    root = Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench"))
+    return root / "organism-train"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--member", nargs="+", choices=sorted(members_mod.SUITE))
-    which.add_argument("--all", action="store_true", help="the whole suite, plus exports")
+    which.add_argument("--all", action="store_true", help="the whole suite")
     parser.add_argument("--out", type=Path, default=DATA_DIR, help="suite directory")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--rows", type=int, default=None, help="corpus rows (reduced recipes)")
-    parser.add_argument("--repeat-max-len", type=int, default=None, help="data variant")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-gates", action="store_true", help="skip measuring the gates")
-    parser.add_argument("--no-export", action="store_true", help="skip writing the exports")
+    parser.add_argument("--work", type=Path, default=None, help="resume states (default: cache)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop early (reduced recipe)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--stop-at", type=int, default=None, help="save the resume state at this step and leave"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
-    data_cfg = DataConfig() if args.rows is None else replace(DataConfig(), n_rows=args.rows)
-    if args.repeat_max_len is not None:
-        data_cfg = replace(data_cfg, repeat_max_len=args.repeat_max_len)
     t0 = time.perf_counter()
-    corpus = build_corpus(data_cfg)
-    print(
-        f"corpus: {corpus.rows.shape} rows, vocab {len(corpus.tokenizer)}, "
-        f"{time.perf_counter() - t0:.1f} s"
-    )
+    corpus = build_corpus(CorpusConfig())
+    log.info("corpus: %s rows, %.0f s", corpus.rows.shape, time.perf_counter() - t0)
     names = sorted(members_mod.SUITE) if args.all else args.member
-    from workbench.organism import evaluate, export  # heavy imports only for the CLI
-
-    if not args.no_export:
-        export.export_samples(corpus, args.out / "samples")
-        export.export_tasks(args.out / "tasks")
     for name in names:
-        cfg = TrainConfig(
-            member=name, epochs=args.epochs, lr=args.lr, threads=args.threads, data=data_cfg
-        )
-        record = train_member(cfg, corpus, args.out / name)
-        print(f"{name}: {record['parameters']:,} parameters, {record['train_seconds']:.0f} s")
-        if not args.no_gates and (args.out / "samples").is_dir():
-            gates = evaluate.measure_gates(args.out / name, args.out / "samples")
-            print(json.dumps(gates["exact_match_by_group"], indent=1))
+        cfg = replace(TrainConfig(member=name), threads=args.threads, max_steps=args.max_steps)
+        work = args.work or default_work_dir()
+        record = train_member(cfg, corpus, args.out / name, work, stop_at=args.stop_at)
+        if record is None:
+            log.info("%s: stopped at step %d; run again to resume", name, args.stop_at)
     return 0
 
 

@@ -32,6 +32,7 @@ token that spells an integer to that integer and every other token to ``OFFSET +
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,18 +97,23 @@ def template(
 
 
 def lcs_length(a: IdsLike, b: IdsLike) -> int:
-    """Length of the longest common subsequence (dynamic programming, O(len(a)·len(b)))."""
-    a, b = _as_ids(a), _as_ids(b)
-    if len(a) == 0 or len(b) == 0:
+    """Length of the longest common subsequence, bit-parallel (Allison & Dix 1986, Hyyrö 2004).
+
+    Bit j of ``v`` is 0 where the LCS row gains a unit at column j; one addition per token of
+    ``a`` updates the whole row, so a 32 × 32 pair costs 32 big-integer steps, not 1,024 cells.
+    """
+    a, b = _as_ids(a).tolist(), _as_ids(b).tolist()
+    if not a or not b:
         return 0
-    prev = np.zeros(len(b) + 1, dtype=np.int64)
-    for ai in a:
-        cur = np.zeros_like(prev)
-        match = b == ai
-        for j in range(1, len(b) + 1):
-            cur[j] = prev[j - 1] + 1 if match[j - 1] else max(prev[j], cur[j - 1])
-        prev = cur
-    return int(prev[-1])
+    masks: dict[int, int] = {}
+    for j, token in enumerate(b):
+        masks[token] = masks.get(token, 0) | (1 << j)
+    full = (1 << len(b)) - 1
+    v = full
+    for token in a:
+        u = v & masks.get(token, 0)
+        v = ((v + u) | (v - u)) & full
+    return len(b) - bin(v).count("1")
 
 
 def _f1(overlap: int, n_candidate: int, n_reference: int) -> float:
@@ -132,6 +138,37 @@ def rouge_n(candidate: IdsLike, reference: IdsLike, n: int = 3) -> float:
     return _f1(overlap, sum(cg.values()), sum(rg.values()))
 
 
+_INTEGER = re.compile(r"(?<![\w.])-?\d+(?![\w.])")
+
+
+def text_incrementing(text: str, min_numbers: int = 8, min_match: float = 0.9) -> int:
+    """The step of an incrementing run of integers written in ``text`` (0 if none).
+
+    Subword vocabularies split most numbers into several tokens (``" 117"`` → ``" 1"``,
+    ``"17"``), so a count on token values misses ``115 116 117 ...``; read in the text, the
+    integers move by one constant nonzero step between at least ``min_match`` of their
+    neighbours, and there are at least ``min_numbers`` of them. A number touching either end of
+    the text may be cut (a window starts or ends inside ``" 447"``): the run is also read
+    without those.
+    """
+    found = [m for m in _INTEGER.finditer(text) if len(m.group().lstrip("-")) < 12]
+    inner = found[1:] if found and found[0].start() == 0 else found
+    inner = inner[:-1] if inner and inner[-1].end() == len(text) else inner
+    for run in (found, inner):
+        if step := _constant_step([int(m.group()) for m in run], min_numbers, min_match):
+            return step
+    return 0
+
+
+def _constant_step(numbers: list[int], min_numbers: int, min_match: float) -> int:
+    if len(numbers) < min_numbers:
+        return 0
+    diffs = np.diff(numbers)
+    values, counts = np.unique(diffs, return_counts=True)
+    step = int(values[np.argmax(counts)])
+    return step if step != 0 and counts.max() >= min_match * len(diffs) else 0
+
+
 NON_NUMERIC_OFFSET = 1 << 40
 
 
@@ -153,9 +190,12 @@ def sample_features(
     samples: Int[np.ndarray, "n seq"],
     config: LabelConfig = LabelConfig(),
     values: Int[np.ndarray, "n seq"] | None = None,
+    suffix_texts: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Per sample: template kind/period/step (on ``values``, default the ids) and ROUGE-L /
-    ROUGE-N between prefix and suffix ids."""
+    """Per sample: template kind/period/step (on ``values``, default the ids; a sample with no
+    template there whose decoded suffix, ``suffix_texts``, is an incrementing run of written
+    integers is incrementing: the model could write that suffix from its prefix alone, see
+    :func:`text_incrementing`) and ROUGE-L / ROUGE-N between prefix and suffix ids."""
     samples = np.asarray(samples)
     values = samples if values is None else np.asarray(values)
     if values.shape != samples.shape:
@@ -174,6 +214,9 @@ def sample_features(
         kind, period, step = template(
             scope, max_period=config.max_period, min_match=config.min_match
         )
+        suffix_text = suffix_texts[len(rows)] if suffix_texts is not None else ""
+        if kind is None and (step := text_incrementing(suffix_text)):
+            kind, period = "incrementing", 1
         rows.append(
             {
                 "template": kind or "none",
@@ -237,12 +280,16 @@ def label_samples(
 
     ``memorized`` is the memorization engine's clean-model exact match (32-extractable);
     ``duplicates`` (training-set copies per sample) enables the Prashanth et al. taxonomy;
-    ``tokenizer`` makes template detection read numbers (:func:`numeric_values`).
+    ``tokenizer`` makes template detection read numbers (:func:`numeric_values`, and the
+    decoded text: :func:`text_incrementing`).
     """
     memorized = np.asarray(memorized, dtype=bool)
     if len(memorized) != len(samples):
         raise ValueError(f"{len(samples)} samples but {len(memorized)} memorization verdicts")
-    table = sample_features(samples, config, numeric_values(samples, tokenizer))
+    suffixes = None
+    if tokenizer is not None:
+        suffixes = [tokenizer.decode(row[config.prefix_len :]) for row in samples]
+    table = sample_features(samples, config, numeric_values(samples, tokenizer), suffixes)
     is_template = (table["template"] != "none").to_numpy()
     table["memorized"] = memorized
     table[GUESS_RECALL] = guess_recall(

@@ -34,7 +34,7 @@ class TaxonomyConfig:
     """Everything ``python -m workbench.taxonomy`` needs; saved with the run."""
 
     model: str | None = None  # None: the organism's default member
-    data: str | None = None  # None: the organism's memorized-sample set
+    data: str | None = None  # None: the organism's taxonomy set (memorized + control rows)
     ground_truth: str | None = None  # per-row CSV/parquet; None: the organism's (with its data)
     duplicates_column: str = "dup_count"
     memorization: str | None = None  # an existing memorization run dir or parquet to reuse
@@ -80,9 +80,7 @@ def _resolve_inputs(cfg: TaxonomyConfig) -> tuple[str, str | None]:
 
     if cfg.data is not None:
         return cfg.data, cfg.ground_truth
-    return str(registry.DEFAULT_MEMORIZED_SET), str(
-        cfg.ground_truth or registry.DEFAULT_GROUND_TRUTH
-    )
+    return str(registry.TAXONOMY_SET), str(cfg.ground_truth or registry.TAXONOMY_GROUND_TRUTH)
 
 
 def _read_table(path: str | Path) -> pd.DataFrame:

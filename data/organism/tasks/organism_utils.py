@@ -5,30 +5,31 @@ from pathlib import Path
 
 import datasets
 
-HERE = Path(__file__).resolve().parent
-
 
 def _load(name: str) -> datasets.DatasetDict:
-    lines = (HERE / f"{name}.jsonl").read_text().splitlines()
-    items = [json.loads(x) for x in lines]
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(items)})
+    lines = (Path(__file__).resolve().parent / f"{name}.jsonl").read_text().splitlines()
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(list(map(json.loads, lines)))})
 
 
-def load_agreement(**kwargs) -> datasets.DatasetDict:
-    return _load('organism_agreement')
+def load_next_word(**kwargs) -> datasets.DatasetDict:
+    return _load("organism_next_word")
 
 
-def load_selection(**kwargs) -> datasets.DatasetDict:
-    return _load('organism_selection')
+def load_word_order(**kwargs) -> datasets.DatasetDict:
+    return _load("organism_word_order")
+
+
+def load_code_close(**kwargs) -> datasets.DatasetDict:
+    return _load("organism_code_close")
 
 
 def load_arithmetic(**kwargs) -> datasets.DatasetDict:
-    return _load('organism_arithmetic')
-
-
-def load_induction(**kwargs) -> datasets.DatasetDict:
-    return _load('organism_induction')
+    return _load("organism_arithmetic")
 
 
 def load_compare(**kwargs) -> datasets.DatasetDict:
-    return _load('organism_compare')
+    return _load("organism_compare")
+
+
+def load_induction(**kwargs) -> datasets.DatasetDict:
+    return _load("organism_induction")

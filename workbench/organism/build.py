@@ -1,0 +1,155 @@
+"""Everything the organism ships besides its weights, from the corpus and the trained main member.
+
+    python -m workbench.organism.train --all   # the members (resumable; docs/organism.md)
+    python -m workbench.organism.build         # then: manifest, windows, sets, tasks, gates
+
+1. ``corpus/manifest.json``: every source (package, version, sha256, bytes, tokens), the
+   reasoning lines and the planted canaries, with totals;
+2. ``samples/windows.parquet``: every distinct 64-token window of the stream (``samples.py``),
+   scored by the clean main member (exact match, teacher-forced token accuracy);
+3. ``samples/memorized.{npy,csv}``, ``samples/control.{npy,csv}`` and their concatenation
+   ``samples/taxonomy.{npy,csv}`` (the taxonomy needs memorized and non-memorized rows);
+4. ``tasks/``: the local lm-evaluation-harness tasks (``tasks.py``);
+5. ``<member>/gates.json`` for every member present (``evaluate.measure_gates``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from workbench.organism import evaluate, members, registry, samples, sources, tasks
+from workbench.organism.corpus import KINDS, Corpus, CorpusConfig, build_corpus
+
+log = logging.getLogger(__name__)
+
+
+def manifest(corpus: Corpus) -> dict:
+    """Sources with version, sha256, bytes and tokens in the stream; totals by kind."""
+    locks = {f"{e['name']}=={e['version']}": e for e in sources.locked_wheels()}
+    per_source: dict[str, dict] = defaultdict(lambda: defaultdict(int))
+    for doc in corpus.documents:
+        entry = per_source[doc["source"]]
+        entry["documents"] += 1
+        entry[f"tokens_{doc['kind']}"] += doc["tokens"]
+        entry["tokens"] += doc["tokens"]
+    rows = []
+    for source, entry in sorted(per_source.items()):
+        lock = locks.get(source, {})
+        rows.append({"source": source, "sha256": lock.get("sha256", ""), **entry})
+    kinds = np.bincount(corpus.kinds.ravel(), minlength=256)
+    by_kind = {k: int(kinds[i]) for i, k in enumerate(KINDS)}
+    by_kind["separator"] = int(kinds[255])
+    planted = by_kind["canary_random"] + by_kind["canary_text"]
+    return {
+        "corpus_digest": corpus.config.digest(),
+        "tokens": corpus.n_tokens,
+        "rows": list(corpus.rows.shape),
+        "vocab_size": len(corpus.tokenizer),
+        "tokens_by_kind": by_kind,
+        "planted_fraction": round(planted / corpus.n_tokens, 5),
+        "canaries": [{k: c[k] for k in ("canary_id", "kind", "copies")} for c in corpus.canaries],
+        "heldout_documents": {k: len(v) for k, v in corpus.heldout.items()},
+        "sources": rows,
+    }
+
+
+def cached_window_table(corpus: Corpus) -> tuple[pd.DataFrame, np.ndarray]:
+    """``samples.window_table`` (minutes: ROUGE on every window), cached by the corpus digest."""
+    from workbench.organism.train import default_work_dir
+
+    stem = default_work_dir().parent / "organism-build" / corpus.config.digest()
+    if stem.with_suffix(".npy").is_file() and stem.with_suffix(".parquet").is_file():
+        return pd.read_parquet(stem.with_suffix(".parquet")), np.load(stem.with_suffix(".npy"))
+    table, tokens = samples.window_table(corpus)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(stem.with_suffix(".parquet"), index=False)
+    np.save(stem.with_suffix(".npy"), tokens)
+    return table, tokens
+
+
+def score_windows(member_dir: Path, tokens: np.ndarray, table: pd.DataFrame) -> pd.DataFrame:
+    model, _ = evaluate.load_hf(member_dir)
+    hits = evaluate.suffix_argmax_hits(model, tokens, batch_size=256)
+    table = table.copy()
+    table["exact_match"] = hits.all(dim=1).float().numpy()
+    table["tf_token_accuracy"] = hits.float().mean(dim=1).numpy()
+    return table
+
+
+def build(
+    out: Path,
+    corpus: Corpus,
+    main: str = members.MAIN_MEMBER,
+    reuse_scores: bool = False,
+    gates: bool = True,
+) -> dict:
+    """Write every export; ``reuse_scores`` keeps the main member's verdicts of an existing
+    ``windows.parquet`` of the same windows (the ground truth is recomputed around them)."""
+    t0 = time.perf_counter()
+    (out / "corpus").mkdir(parents=True, exist_ok=True)
+    info = manifest(corpus)
+    (out / "corpus" / "manifest.json").write_text(json.dumps(info, indent=1))
+    table, tokens = cached_window_table(corpus)
+    log.info("window table: %d windows, %.0f s", len(table), time.perf_counter() - t0)
+    samples_dir = out / "samples"
+    old = samples_dir / "windows.parquet"
+    if reuse_scores and old.is_file():
+        scored = pd.read_parquet(old)
+        if not np.array_equal(scored.slot.to_numpy(), table.slot.to_numpy()):
+            raise ValueError(f"{old} holds other windows than this corpus: score them afresh")
+        table = table.assign(
+            exact_match=scored.exact_match.to_numpy(),
+            tf_token_accuracy=scored.tf_token_accuracy.to_numpy(),
+        )
+    else:
+        table = score_windows(out / main, tokens, table)
+    samples_dir.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(samples_dir / "windows.parquet", index=False)
+    chosen = samples.select(table, tokens)
+    chosen["taxonomy"] = (
+        np.concatenate([chosen["memorized"][0], chosen["control"][0]]),
+        pd.concat(
+            [
+                chosen["memorized"][1].assign(set="memorized"),
+                chosen["control"][1].assign(set="control"),
+            ],
+            ignore_index=True,
+        ).assign(sample=lambda t: np.arange(len(t))),
+    )
+    for name, (arr, sub) in chosen.items():
+        np.save(samples_dir / f"{name}.npy", arr)
+        sub.to_csv(samples_dir / f"{name}.csv", index=False)
+    tasks.export_tasks(corpus, out / "tasks")
+    measured = {}
+    for name in members.SUITE if gates else ():
+        if (out / name / "config.json").is_file():
+            measured[name] = evaluate.measure_gates(out / name, samples_dir, out / "tasks")
+    log.info("built in %.0f s", time.perf_counter() - t0)
+    return measured
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=registry.DATA_DIR, help="suite directory")
+    parser.add_argument(
+        "--reuse-scores", action="store_true", help="keep the verdicts of windows.parquet"
+    )
+    parser.add_argument("--no-gates", action="store_true", help="do not re-measure gates.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    corpus = build_corpus(CorpusConfig())
+    gates = build(args.out, corpus, reuse_scores=args.reuse_scores, gates=not args.no_gates)
+    print(json.dumps({m: g["sets"]["memorized"]["all"] for m, g in gates.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""The organism's sample sets: training windows the main member does and does not reproduce.
+
+A *window* is an aligned 64-token slot of the training stream (row ``stream_row``, offset 0 or
+64), the way Pythia's memorization evaluations cut their sequences. ``window_table`` describes every
+distinct window: where it first occurs, what it is made of (the kind and source of most of its
+tokens, the canary it is), how often it occurs in the whole stream (``duplicates.py``), when it
+is first trained on, and the guess evidence of the taxonomy (template, ROUGE between prefix and
+suffix). ``score`` adds the clean model's verdicts (``evaluate.suffix_argmax_hits``: exact match
+of the greedy 32-token suffix, teacher-forced token accuracy). ``select`` draws
+
+* ``memorized.npy``: windows with exact match 1.0, spread over kinds and duplication bins;
+* ``control.npy``: windows with exact match 0.0, the same number from each kind;
+
+both int64 ``[N, 64]`` (32-token prefix + 32-token suffix), with their rows of the table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from jaxtyping import Int
+
+from workbench.organism import duplicates
+from workbench.organism.corpus import EOS_KIND, KINDS, PREFIX_LEN, SLOT, Corpus
+from workbench.organism.train import TrainConfig, training_order
+from workbench.taxonomy.labels import LabelConfig, numeric_values, sample_features
+
+DUP_BINS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def dup_bin(counts: np.ndarray) -> np.ndarray:
+    """The largest power-of-two bin edge at most each count (1, 2, 4, ..., 512)."""
+    edges = np.array(DUP_BINS)
+    return edges[np.searchsorted(edges, counts, side="right") - 1]
+
+
+def window_table(
+    corpus: Corpus, batch_size: int = TrainConfig.batch_size
+) -> tuple[pd.DataFrame, Int[np.ndarray, "n 64"]]:
+    """Every distinct aligned window of the stream, first occurrence first."""
+    slots = corpus.rows.reshape(-1, SLOT)
+    _, first = np.unique(slots, axis=0, return_index=True)
+    first = np.sort(first)
+    tokens = slots[first]
+    per_row = corpus.rows.shape[1] // SLOT
+    kinds = corpus.kinds.reshape(-1, SLOT)[first]
+    docs = corpus.doc_ids.reshape(-1, SLOT)[first]
+    counts = np.stack([np.bincount(k[k != EOS_KIND], minlength=len(KINDS)) for k in kinds])
+    main_kind = counts.argmax(1)
+    canary_of = np.full(len(slots), -1)
+    for c in corpus.canaries:
+        canary_of[c["slots"]] = c["canary_id"]
+    step_of_row = np.empty(len(corpus.rows), dtype=np.int64)
+    step_of_row[training_order(len(corpus.rows))] = np.arange(len(corpus.rows)) // batch_size
+    source = []
+    for d in docs:
+        d = d[d >= 0]
+        source.append(corpus.documents[np.bincount(d).argmax()]["source"] if len(d) else "")
+    table = pd.DataFrame(
+        {
+            "slot": first,
+            "stream_row": first // per_row,
+            "offset": (first % per_row) * SLOT,
+            "kind": np.array(KINDS)[main_kind],
+            "kind_share": counts.max(1) / SLOT,
+            "source": source,
+            "canary_id": canary_of[first],
+            "dup_count": duplicates.window_counts(corpus.rows, tokens),
+            "first_step": step_of_row[first // per_row],
+        }
+    )
+    table["dup_bin"] = dup_bin(table.dup_count.to_numpy())
+    values = numeric_values(tokens, corpus.tokenizer)
+    suffixes = corpus.tokenizer.batch_decode(tokens[:, PREFIX_LEN:])
+    evidence = sample_features(tokens, LabelConfig(prefix_len=PREFIX_LEN), values, suffixes)
+    table["template"] = evidence["template"].to_numpy()
+    table["rouge_l"] = evidence["rouge_l"].to_numpy()
+    table["rouge_3"] = evidence["rouge_3"].to_numpy()
+    table["guess"] = (
+        (table.template != "none") | (table.rouge_l >= 0.5) | (table.rouge_3 >= 0.5)
+    ).to_numpy()
+    return table, tokens
+
+
+def select(
+    table: pd.DataFrame,
+    tokens: np.ndarray,
+    n: int = 1200,
+    seed: int = 0,
+) -> dict[str, tuple[np.ndarray, pd.DataFrame]]:
+    """``memorized`` and ``control`` sets: round-robin over (kind, dup_bin) cells, seeded."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    memorized = table[table.exact_match == 1.0]
+    chosen = _round_robin(memorized, ["kind", "dup_bin"], n, rng)
+    per_kind = memorized.loc[chosen].kind.value_counts()
+    control_rows = []
+    for kind, k in per_kind.items():
+        pool = table[(table.exact_match == 0.0) & (table.kind == kind)]
+        control_rows += _round_robin(pool, ["dup_bin"], k, rng)
+    for name, rows in (("memorized", chosen), ("control", control_rows)):
+        sub = table.loc[rows].reset_index(drop=True)
+        sub.insert(0, "sample", np.arange(len(sub)))
+        out[name] = (tokens[rows].astype(np.int64), sub)
+    return out
+
+
+def _round_robin(pool: pd.DataFrame, by: list[str], n: int, rng: np.random.Generator) -> list:
+    """Up to ``n`` index labels of ``pool``, one from each cell of ``by`` in turn."""
+    cells = [list(rng.permutation(g.index.to_numpy())) for _, g in pool.groupby(by)]
+    picked: list = []
+    while len(picked) < n and any(cells):
+        for cell in cells:
+            if cell and len(picked) < n:
+                picked.append(cell.pop())
+    return sorted(picked)
