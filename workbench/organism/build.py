@@ -77,11 +77,7 @@ def cached_window_table(corpus: Corpus) -> tuple[pd.DataFrame, np.ndarray]:
 
 def score_windows(member_dir: Path, tokens: np.ndarray, table: pd.DataFrame) -> pd.DataFrame:
     model, _ = evaluate.load_hf(member_dir)
-    hits = evaluate.suffix_argmax_hits(model, tokens, batch_size=256)
-    table = table.copy()
-    table["exact_match"] = hits.all(dim=1).float().numpy()
-    table["tf_token_accuracy"] = hits.float().mean(dim=1).numpy()
-    return table
+    return table.assign(**evaluate.verdicts(model, tokens, batch_size=256))
 
 
 def build(

@@ -60,9 +60,17 @@ def suffix_argmax_hits(
     return torch.cat(out)
 
 
-def exact_match(model: PreTrainedModel, tokens: Int[np.ndarray, "n 64"]) -> np.ndarray:
-    """Per row: 1.0 if the 32-token greedy suffix equals the true suffix, else 0.0."""
-    return suffix_argmax_hits(model, tokens).all(dim=1).float().numpy()
+def verdicts(
+    model: PreTrainedModel, tokens: Int[np.ndarray, "n 64"], batch_size: int = 128
+) -> dict[str, np.ndarray]:
+    """Per row: ``exact_match`` (1.0 if the 32-token greedy suffix equals the true one) and
+    ``tf_token_accuracy`` (the teacher-forced hit rate, not ``workbench.metrics``' free-running
+    token accuracy)."""
+    hits = suffix_argmax_hits(model, tokens, batch_size)
+    return {
+        "exact_match": hits.all(dim=1).float().numpy(),
+        "tf_token_accuracy": hits.float().mean(dim=1).numpy(),
+    }
 
 
 @torch.no_grad()
@@ -160,8 +168,7 @@ def measure_gates(member_dir: Path, samples_dir: Path, tasks_dir: Path) -> dict:
     sets = {}
     for name in ("memorized", "control"):
         table = pd.read_csv(samples_dir / f"{name}.csv", keep_default_na=False)
-        hits = suffix_argmax_hits(model, np.load(samples_dir / f"{name}.npy"))
-        table["exact_match"] = hits.all(dim=1).float().numpy()
+        table = table.assign(**verdicts(model, np.load(samples_dir / f"{name}.npy")))
         sets[name] = set_summary(table)
     chance = tasks.chance_levels()
     scores = {}
