@@ -63,9 +63,7 @@ def manifest(corpus: Corpus) -> dict:
 
 def cached_window_table(corpus: Corpus) -> tuple[pd.DataFrame, np.ndarray]:
     """``samples.window_table`` (minutes: ROUGE on every window), cached by the corpus digest."""
-    from workbench.organism.train import default_work_dir
-
-    stem = default_work_dir().parent / "organism-build" / corpus.config.digest()
+    stem = sources.cache_root() / "organism-build" / corpus.config.digest()
     if stem.with_suffix(".npy").is_file() and stem.with_suffix(".parquet").is_file():
         return pd.read_parquet(stem.with_suffix(".parquet")), np.load(stem.with_suffix(".npy"))
     table, tokens = samples.window_table(corpus)

@@ -48,9 +48,13 @@ class Document:
     text: str
 
 
+def cache_root() -> Path:
+    """The workbench's cache: ``$WORKBENCH_CACHE``, default ``~/.cache/workbench``."""
+    return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench"))
+
+
 def cache_dir() -> Path:
-    root = Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench"))
-    return root / "sources"
+    return cache_root() / "sources"
 
 
 def locked_wheels() -> list[dict]:

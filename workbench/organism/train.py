@@ -34,6 +34,7 @@ from transformers import AutoModelForCausalLM
 from workbench.organism import members as members_mod
 from workbench.organism.corpus import EOS, PAD, Corpus, CorpusConfig, build_corpus
 from workbench.organism.registry import DATA_DIR
+from workbench.organism.sources import cache_root
 
 log = logging.getLogger(__name__)
 ORDER_SEED = 20_260_101  # the rows' training order, the same for every member
@@ -210,8 +211,7 @@ def _train(
 
 
 def default_work_dir() -> Path:
-    root = Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench"))
-    return root / "organism-train"
+    return cache_root() / "organism-train"
 
 
 def main(argv: list[str] | None = None) -> int:
