@@ -29,8 +29,10 @@ def _organism_shipped() -> bool:
         getattr(registry, "DEFAULT_GROUND_TRUTH", None),
         getattr(registry, "TASKS_DIR", None),
     ]
-    models = [p / "config.json" for p in registry.EMBEDDED_MODELS.values()]
-    return path is not None and all(p is not None and Path(p).exists() for p in needed + models)
+    # the notebooks use the default member only (the whole suite is not shipped in v2.0)
+    return path is not None and all(
+        p is not None and Path(p).exists() for p in [*needed, path / "config.json"]
+    )
 
 
 def _builder():
