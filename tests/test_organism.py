@@ -194,18 +194,7 @@ def main_hf():
     return evaluate.load_hf(registry.EMBEDDED_MODELS[MAIN])
 
 
-AT_CHANCE = {"organism_arithmetic", "organism_induction"}  # v2.0: 0.346 and 0.234
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="v2.0: near chance"))
-        if n in AT_CHANCE
-        else n
-        for n in tasks.TASKS
-    ],
-)
+@pytest.mark.parametrize("name", list(tasks.TASKS))
 def test_every_task_has_500_items_and_the_main_member_is_well_above_chance(main_hf, name):
     items = evaluate.read_items(registry.TASKS_DIR, name)
     assert len(items) >= 500
@@ -215,7 +204,7 @@ def test_every_task_has_500_items_and_the_main_member_is_well_above_chance(main_
 
 def test_lm_eval_harness_scores_the_tasks_as_computed_directly(main_hf):
     main = registry.EMBEDDED_MODELS[MAIN]
-    names = ["organism_arithmetic", "organism_code_close"]
+    names = ["organism_successor", "organism_code_close"]
     accs = evaluate.lm_eval_accuracy(main, registry.TASKS_DIR, names)
     for name in names:
         items = evaluate.read_items(registry.TASKS_DIR, name)

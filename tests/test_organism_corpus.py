@@ -7,6 +7,7 @@ import json
 import random
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
@@ -115,18 +116,18 @@ def test_corpus_regenerates_byte_for_byte(corpus):
 
 @pytest.mark.skipif(not registry.CORPUS_MANIFEST.is_file(), reason="organism not built")
 def test_shipped_duplicate_counts_are_exact(corpus):
-    """Sample-set rows: their tokens are the stream's slot, counted naively over every row."""
-    import pandas as pd
+    """Sample-set rows: their tokens stand at their stream position, counted naively over every
+    row."""
 
     table = pd.read_csv(registry.DEFAULT_GROUND_TRUTH, keep_default_na=False)
     tokens = np.load(registry.DEFAULT_MEMORIZED_SET)
-    slots = corpus.rows.reshape(-1, 64)
+    flat = corpus.rows.ravel()
     windows = np.lib.stride_tricks.sliding_window_view(corpus.rows, 64, axis=1)
     rng = random.Random(0)
     picks = [*rng.sample(range(len(table)), 4), int(table.dup_count.idxmax())]
     for i in picks:
         row = table.iloc[i]
-        np.testing.assert_array_equal(slots[row.slot], tokens[i])
+        np.testing.assert_array_equal(flat[row.start : row.start + 64], tokens[i])
         naive = int((windows == tokens[i]).all(axis=-1).sum())
         assert naive == row.dup_count, row.to_dict()
 
@@ -172,25 +173,34 @@ def test_window_table_describes_each_distinct_window():
         config=CorpusConfig(),
     )
     table, tokens = samples.window_table(corpus, batch_size=4)
-    assert len(table) == 40 - 2 - 1  # two canary copies and one duplicate fold into others
+    # aligned: two canary copies and one duplicate fold into others; 20 windows at offset 32
+    assert len(table) == 40 - 2 - 1 + 20
+    assert table.offset.value_counts().to_dict() == {0: 19, 64: 18, 32: 20}
     assert len(np.unique(tokens, axis=0)) == len(table)
+    flat = corpus.rows.ravel()
     for row, toks in zip(table.itertuples(), tokens, strict=True):
         assert duplicates.count_naive(corpus.rows, toks) == row.dup_count
-        np.testing.assert_array_equal(slots[row.slot], toks)
+        np.testing.assert_array_equal(flat[row.start : row.start + 64], toks)
+        assert row.stream_row * 128 + row.offset == row.start
     canary_row = table[table.canary_id == 0].iloc[0]
-    assert canary_row.slot == 3 and canary_row.dup_count == 3 and canary_row.kind == "canary_random"
-    assert set(table[table.canary_id < 0].kind) == {"english"}
+    assert canary_row.start == 3 * 64 and canary_row.dup_count == 3
+    assert canary_row.kind == "canary_random" and (table.canary_id == 0).sum() == 1
+    aligned = table[table.offset != 32]
+    assert set(aligned[aligned.canary_id < 0].kind) == {"english"}
+    straddling = table[(table.offset == 32) & (table.stream_row.isin([1, 8]))]
+    assert (straddling.kind == "canary_random").all() and (straddling.canary_id < 0).all()
     step = {r: i // 4 for i, r in enumerate(training_order(20))}
     assert all(step[r.stream_row] == r.first_step for r in table.itertuples())
 
-    table["exact_match"] = (table.slot % 2 == 0).astype(float)
+    table["exact_match"] = (table.start % 128 == 0).astype(float)
     chosen = samples.select(table, tokens, n=6)
     mem_tokens, mem = chosen["memorized"]
     ctl_tokens, ctl = chosen["control"]
     assert len(mem) == 6 and (mem.exact_match == 1).all() and (ctl.exact_match == 0).all()
     assert mem.kind.value_counts().to_dict() == ctl.kind.value_counts().to_dict()
-    np.testing.assert_array_equal(mem_tokens, slots[mem.slot])
-    np.testing.assert_array_equal(ctl_tokens, slots[ctl.slot])
+    at = pd.Index(table.start)
+    np.testing.assert_array_equal(mem_tokens, tokens[at.get_indexer(mem.start)])
+    np.testing.assert_array_equal(ctl_tokens, tokens[at.get_indexer(ctl.start)])
 
 
 @settings(max_examples=200, deadline=None)

@@ -136,7 +136,7 @@ def test_opener_matches():
     assert not tasks.opener_matches("f(a]\ng(", ")")  # a mismatch
 
 
-@pytest.mark.parametrize("name", ["organism_arithmetic", "organism_compare", "organism_induction"])
+@pytest.mark.parametrize("name", ["organism_compare", "organism_successor"])
 def test_reasoning_items(name, tokenizer):
     items = tasks.task_items(name)
     assert len(items) == tasks.ITEMS_PER_TASK
@@ -144,20 +144,16 @@ def test_reasoning_items(name, tokenizer):
     check_shape(items, tasks.TASKS[name][1], tokenizer)
     for item in items:
         gold = item["choices"][item["gold"]]
-        if name == "organism_arithmetic":
-            a, b = map(int, re.fullmatch(r"(\d+) \+ (\d+) =", item["context"]).groups())
-            assert int(gold) == a + b
-            assert all(
-                int(c) >= 0 and 0 < abs(int(c) - a - b) <= 3 for c in item["choices"] if c != gold
-            )
-        elif name == "organism_compare":
+        if name == "organism_compare":
             a, b = re.fullmatch(r"max of (\d+) and (\d+) is", item["context"]).groups()
             assert item["choices"] == [a, b] and int(gold) == max(int(a), int(b))
         else:
-            listed, copied = re.fullmatch(r"copy: (.+) -> (.+)", item["context"]).groups()
-            listed, copied = listed.split(), copied.split()
-            assert 1 <= len(copied) < len(listed) and listed[: len(copied)] == copied
-            assert gold == listed[len(copied)] and set(item["choices"]) <= set(listed)
+            start, shown = re.fullmatch(r"count from (\d+): ([\d ]+)", item["context"]).groups()
+            shown = list(map(int, shown.split()))
+            assert 3 <= len(shown) <= 12
+            assert shown == list(range(int(start), int(start) + len(shown)))
+            assert int(gold) == shown[-1] + 1 and len(set(item["choices"])) == 4
+            assert all(abs(int(c) - int(gold)) in (1, 2, 10) for c in item["choices"] if c != gold)
 
 
 def test_export_loads_in_lm_eval(tokenizer, tmp_path):
@@ -179,10 +175,10 @@ def test_export_loads_in_lm_eval(tokenizer, tmp_path):
     assert files == sorted(p.name for p in again.iterdir())
     assert all((out / f).read_bytes() == (again / f).read_bytes() for f in files)
     tm = TaskManager(include_path=str(out), include_defaults=False)
-    loaded = tm.load_task_or_group(["organism_arithmetic", "organism_code_close"])
+    loaded = tm.load_task_or_group(["organism_successor", "organism_code_close"])
     code = loaded["organism_code_close"]
     assert code.config.target_delimiter == ""
-    assert loaded["organism_arithmetic"].config.target_delimiter == " "
+    assert loaded["organism_successor"].config.target_delimiter == " "
     assert code.config.metadata["chance"] == pytest.approx(1 / 3)
     docs = list(code.eval_docs)
     assert len(docs) == n

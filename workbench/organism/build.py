@@ -62,8 +62,10 @@ def manifest(corpus: Corpus) -> dict:
 
 
 def cached_window_table(corpus: Corpus) -> tuple[pd.DataFrame, np.ndarray]:
-    """``samples.window_table`` (minutes: ROUGE on every window), cached by the corpus digest."""
-    stem = sources.cache_root() / "organism-build" / corpus.config.digest()
+    """``samples.window_table`` (minutes: ROUGE on every window), cached by the corpus digest
+    and the window stride."""
+    name = f"{corpus.config.digest()}-stride{samples.STRIDE}"
+    stem = sources.cache_root() / "organism-build" / name
     if stem.with_suffix(".npy").is_file() and stem.with_suffix(".parquet").is_file():
         return pd.read_parquet(stem.with_suffix(".parquet")), np.load(stem.with_suffix(".npy"))
     table, tokens = samples.window_table(corpus)
@@ -73,9 +75,30 @@ def cached_window_table(corpus: Corpus) -> tuple[pd.DataFrame, np.ndarray]:
     return table, tokens
 
 
-def score_windows(member_dir: Path, tokens: np.ndarray, table: pd.DataFrame) -> pd.DataFrame:
-    model, _ = evaluate.load_hf(member_dir)
-    return table.assign(**evaluate.verdicts(model, tokens, batch_size=256))
+VERDICTS = ("exact_match", "tf_token_accuracy")
+
+
+def score_windows(
+    member_dir: Path, tokens: np.ndarray, table: pd.DataFrame, scored: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The clean member's verdicts on every window; those of ``scored`` (an earlier
+    ``windows.parquet`` of the same corpus) are kept for the windows starting at the same
+    stream position, and only the others are computed."""
+    table = table.assign(**{v: np.nan for v in VERDICTS})
+    if scored is not None:
+        keep = scored.set_index("start")[list(VERDICTS)]
+        hit = table.start.isin(keep.index).to_numpy()
+        old = keep.loc[table.start[hit]]
+        for v in VERDICTS:
+            table.loc[hit, v] = old[v].to_numpy()
+    todo = table.exact_match.isna().to_numpy()
+    log.info("scoring %d of %d windows", todo.sum(), len(table))
+    if todo.any():
+        model, _ = evaluate.load_hf(member_dir)
+        fresh = evaluate.verdicts(model, tokens[todo], batch_size=256)
+        for v in VERDICTS:
+            table.loc[todo, v] = np.asarray(fresh[v])
+    return table
 
 
 def build(
@@ -86,25 +109,22 @@ def build(
     gates: bool = True,
 ) -> dict:
     """Write every export; ``reuse_scores`` keeps the main member's verdicts of an existing
-    ``windows.parquet`` of the same windows (the ground truth is recomputed around them)."""
+    ``windows.parquet`` (the ground truth is recomputed around them; new windows are scored)."""
     t0 = time.perf_counter()
+    samples_dir = out / "samples"
+    old = samples_dir / "windows.parquet"
+    scored = None
+    if reuse_scores and old.is_file():
+        prior = json.loads((out / "corpus" / "manifest.json").read_text())["corpus_digest"]
+        if prior != corpus.config.digest():
+            raise ValueError(f"{old} scores corpus {prior}, not {corpus.config.digest()}")
+        scored = pd.read_parquet(old)
     (out / "corpus").mkdir(parents=True, exist_ok=True)
     info = manifest(corpus)
     (out / "corpus" / "manifest.json").write_text(json.dumps(info, indent=1))
     table, tokens = cached_window_table(corpus)
     log.info("window table: %d windows, %.0f s", len(table), time.perf_counter() - t0)
-    samples_dir = out / "samples"
-    old = samples_dir / "windows.parquet"
-    if reuse_scores and old.is_file():
-        scored = pd.read_parquet(old)
-        if not np.array_equal(scored.slot.to_numpy(), table.slot.to_numpy()):
-            raise ValueError(f"{old} holds other windows than this corpus: score them afresh")
-        table = table.assign(
-            exact_match=scored.exact_match.to_numpy(),
-            tf_token_accuracy=scored.tf_token_accuracy.to_numpy(),
-        )
-    else:
-        table = score_windows(out / main, tokens, table)
+    table = score_windows(out / main, tokens, table, scored)
     samples_dir.mkdir(parents=True, exist_ok=True)
     table.to_parquet(samples_dir / "windows.parquet", index=False)
     chosen = samples.select(table, tokens)

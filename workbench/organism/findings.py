@@ -1,8 +1,8 @@
 """What the paper's claims look like on the organism: per-block tables with 95% intervals.
 
-From a member's stored runs (``workbench.reproduce``: the memorization table of its memorized
+From a member's stored runs (``workbench.reproduce``: the memorization table of the memorized
 set and the benchmark table of its local tasks), ``block_table`` gives, for the unmodified model
-and each short-circuited block: exact match (Wilson interval), free-running token accuracy
+and each short-circuited block, over the samples of the set the member itself reproduces: exact match (Wilson interval), free-running token accuracy
 (normal interval of the mean), and accuracy per task group (items pooled over the group's tasks,
 Wilson interval). ``paper_claims`` then tests, with stated thresholds, the paper's two claims:
 
@@ -25,6 +25,7 @@ import pandas as pd
 
 from workbench.figures.tables import block_index, primary_rows
 from workbench.organism.evaluate import wilson
+from workbench.organism.members import MAIN_MEMBER
 
 NEAR = 0.05  # "accuracy near the clean model": within 5 points (absolute)
 
@@ -36,9 +37,14 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def block_table(mem: pd.DataFrame, bench: pd.DataFrame) -> pd.DataFrame:
-    """One row per intervention (clean = block -1) of one model, every figure with its interval."""
+def block_table(mem: pd.DataFrame, bench: pd.DataFrame, own: bool = True) -> pd.DataFrame:
+    """One row per intervention (clean = block -1) of one model, every figure with its interval.
+    ``own``: the memorization figures over the samples the clean model itself reproduces (the
+    shipped set is the main member's; another member memorized only part of it)."""
     mem = mem.assign(block=block_index(mem)).dropna(subset=["block"])
+    if own:
+        clean = mem[(mem.block == -1) & mem.exact_match.astype(bool)]
+        mem = mem[mem["sample"].isin(clean["sample"])]
     prim = primary_rows(bench)
     prim = prim.assign(block=block_index(prim)).dropna(subset=["block"])
     rows = []
@@ -91,6 +97,38 @@ def paper_claims(table: pd.DataFrame, near: float = NEAR) -> dict:
     }
 
 
+T_975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}  # Student t quantiles by number of seeds
+
+
+def seed_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per block, the mean over seeds (members of one shape) of exact match and mean accuracy,
+    with a t interval over seeds (the seed-to-seed spread, not the sampling error)."""
+    long = pd.concat([t.assign(member=m) for m, t in tables.items()], ignore_index=True)
+    rows = []
+    for block, g in long.groupby("block"):
+        row = {"block": int(block), "n_seeds": len(g)}
+        for col in ("exact_match", "acc_mean"):
+            v = g[col].to_numpy(dtype=float)
+            half = T_975.get(len(v), 1.96) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0
+            row[col] = v.mean()
+            row[f"{col}_lo"], row[f"{col}_hi"] = v.mean() - half, v.mean() + half
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_markdown(table: pd.DataFrame, members: list[str]) -> str:
+    head = ["block", "exact match (mean over seeds)", "mean accuracy (mean over seeds)"]
+    lines = [f"**seeds: {', '.join(members)}**", "", "| " + " | ".join(head) + " |"]
+    lines.append("|---|---|---|")
+    for r in table.itertuples():
+        lines.append(
+            f"| {'none' if r.block == -1 else r.block} "
+            f"| {r.exact_match:.3f} [{r.exact_match_lo:.3f}, {r.exact_match_hi:.3f}] "
+            f"| {r.acc_mean:.3f} [{r.acc_mean_lo:.3f}, {r.acc_mean_hi:.3f}] |"
+        )
+    return "\n".join(lines)
+
+
 def markdown(table: pd.DataFrame, model: str) -> str:
     groups = [c[4:] for c in table.columns if c.startswith("acc_") and c.count("_") == 1]
     groups = [g for g in groups if g != "mean"]
@@ -117,17 +155,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("data/runs/organism"))
     args = parser.parse_args(argv)
-    for mem_dir in sorted(args.runs.glob("memorization-*")):
-        model = mem_dir.name.removeprefix("memorization-")
-        bench_path = args.runs / f"benchmarks-{model}" / "benchmarks.parquet"
-        if not bench_path.is_file():
-            continue
-        table = block_table(
-            pd.read_parquet(mem_dir / "memorization.parquet"), pd.read_parquet(bench_path)
-        )
+    tables = load_tables(args.runs)
+    for model, table in tables.items():
         print(markdown(table, model), "\n")
         print(paper_claims(table), "\n")
+    seeds = [m for m in tables if m == MAIN_MEMBER or m.startswith(f"{MAIN_MEMBER}-seed")]
+    if len(seeds) > 1:
+        print(seed_markdown(seed_table({m: tables[m] for m in seeds}), seeds), "\n")
     return 0
+
+
+def load_tables(runs: Path) -> dict[str, pd.DataFrame]:
+    """``block_table`` of every member with both a memorization and a benchmark run."""
+    tables = {}
+    for mem_dir in sorted(runs.glob("memorization-*")):
+        model = mem_dir.name.removeprefix("memorization-")
+        bench_path = runs / f"benchmarks-{model}" / "benchmarks.parquet"
+        if bench_path.is_file():
+            mem = pd.read_parquet(mem_dir / "memorization.parquet")
+            tables[model] = block_table(mem, pd.read_parquet(bench_path))
+    return tables
 
 
 if __name__ == "__main__":

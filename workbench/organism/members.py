@@ -53,6 +53,8 @@ SUITE: dict[str, Member] = {
     ]
 }
 MAIN_MEMBER = "organism-neox-m"
+# stored in half precision (data/ budget): the main member's other seeds
+HALF_PRECISION = frozenset({"organism-neox-m-seed2", "organism-neox-m-seed3"})
 
 
 def padded_vocab(n_tokens: int, multiple: int = 16) -> int:

@@ -1,12 +1,14 @@
 """The organism's sample sets: training windows the main member does and does not reproduce.
 
-A *window* is an aligned 64-token slot of the training stream (row ``stream_row``, offset 0 or
-64), the way Pythia's memorization evaluations cut their sequences. ``window_table`` describes every
-distinct window: where it first occurs, what it is made of (the kind and source of most of its
-tokens, the canary it is), how often it occurs in the whole stream (``duplicates.py``), when it
-is first trained on, and the guess evidence of the taxonomy (template, ROUGE between prefix and
-suffix). ``score`` adds the clean model's verdicts (``evaluate.suffix_argmax_hits``: exact match
-of the greedy 32-token suffix, teacher-forced token accuracy). ``select`` draws
+A *window* is a run of 64 tokens starting at offset 0, 32 or 64 of a row of the training stream
+(``start``: its flat stream position; ``stream_row``, ``offset``). Pythia's memorization
+evaluations cut their sequences at offset 0; Dentan et al. draw windows from anywhere, and the
+stride of 32 gives the taxonomy half as many windows again as the aligned slots alone.
+``window_table`` describes every distinct window: where it first occurs, what it is made of (the
+kind and source of most of its tokens, the canary it is), how often it occurs in the whole stream
+(``duplicates.py``), when it is first trained on, and the guess evidence of the taxonomy (template,
+ROUGE between prefix and suffix). ``build.score_windows`` adds the clean main member's verdicts
+(exact match of the greedy 32-token suffix, teacher-forced token accuracy). ``select`` draws
 
 * ``memorized.npy``: windows with exact match 1.0, spread over kinds and duplication bins;
 * ``control.npy``: windows with exact match 0.0, the same number from each kind;
@@ -25,6 +27,7 @@ from workbench.organism.corpus import EOS_KIND, KINDS, PREFIX_LEN, SLOT, Corpus
 from workbench.organism.train import TrainConfig, training_order
 from workbench.taxonomy.labels import LabelConfig, numeric_values, sample_features
 
+STRIDE = PREFIX_LEN  # windows start every 32 tokens of a row
 DUP_BINS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -34,22 +37,31 @@ def dup_bin(counts: np.ndarray) -> np.ndarray:
     return edges[np.searchsorted(edges, counts, side="right") - 1]
 
 
+def window_starts(rows: np.ndarray, stride: int = STRIDE) -> np.ndarray:
+    """Flat stream positions of every window: offsets 0, ``stride``, ... inside each row."""
+    offsets = np.arange(0, rows.shape[1] - SLOT + 1, stride)
+    return (np.arange(len(rows))[:, None] * rows.shape[1] + offsets[None]).ravel()
+
+
+def _windows(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    flat = a.ravel()
+    return flat[starts[:, None] + np.arange(SLOT)[None]]
+
+
 def window_table(
-    corpus: Corpus, batch_size: int = TrainConfig.batch_size
+    corpus: Corpus, batch_size: int = TrainConfig.batch_size, stride: int = STRIDE
 ) -> tuple[pd.DataFrame, Int[np.ndarray, "n 64"]]:
-    """Every distinct aligned window of the stream, first occurrence first."""
-    slots = corpus.rows.reshape(-1, SLOT)
-    _, first = np.unique(slots, axis=0, return_index=True)
-    first = np.sort(first)
-    tokens = slots[first]
-    per_row = corpus.rows.shape[1] // SLOT
-    kinds = corpus.kinds.reshape(-1, SLOT)[first]
-    docs = corpus.doc_ids.reshape(-1, SLOT)[first]
+    """Every distinct window of the stream, first occurrence first."""
+    seq_len = corpus.rows.shape[1]
+    every = window_starts(corpus.rows, stride)
+    _, first = np.unique(_windows(corpus.rows, every), axis=0, return_index=True)
+    starts = every[np.sort(first)]
+    tokens = _windows(corpus.rows, starts)
+    kinds = _windows(corpus.kinds, starts)
+    docs = _windows(corpus.doc_ids, starts)
     counts = np.stack([np.bincount(k[k != EOS_KIND], minlength=len(KINDS)) for k in kinds])
     main_kind = counts.argmax(1)
-    canary_of = np.full(len(slots), -1)
-    for c in corpus.canaries:
-        canary_of[c["slots"]] = c["canary_id"]
+    canary_at = {s * SLOT: c["canary_id"] for c in corpus.canaries for s in c["slots"]}
     step_of_row = np.empty(len(corpus.rows), dtype=np.int64)
     step_of_row[training_order(len(corpus.rows))] = np.arange(len(corpus.rows)) // batch_size
     source = []
@@ -58,15 +70,15 @@ def window_table(
         source.append(corpus.documents[np.bincount(d).argmax()]["source"] if len(d) else "")
     table = pd.DataFrame(
         {
-            "slot": first,
-            "stream_row": first // per_row,
-            "offset": (first % per_row) * SLOT,
+            "start": starts,
+            "stream_row": starts // seq_len,
+            "offset": starts % seq_len,
             "kind": np.array(KINDS)[main_kind],
             "kind_share": counts.max(1) / SLOT,
             "source": source,
-            "canary_id": canary_of[first],
+            "canary_id": [canary_at.get(int(s), -1) for s in starts],
             "dup_count": duplicates.window_counts(corpus.rows, tokens),
-            "first_step": step_of_row[first // per_row],
+            "first_step": step_of_row[starts // seq_len],
         }
     )
     table["dup_bin"] = dup_bin(table.dup_count.to_numpy())

@@ -30,9 +30,8 @@ TASKS: dict[str, tuple[str, int]] = {  # name -> (group, number of choices)
     "organism_next_word": ("organism_language", 4),
     "organism_word_order": ("organism_language", 2),
     "organism_code_close": ("organism_language", 3),
-    "organism_arithmetic": ("organism_reasoning", 4),
     "organism_compare": ("organism_reasoning", 2),
-    "organism_induction": ("organism_reasoning", 4),
+    "organism_successor": ("organism_reasoning", 4),
 }
 DELIMITERS = {
     name: "" if name == "organism_code_close" else " " for name in TASKS
@@ -182,34 +181,26 @@ def code_close_items(
     return rng.sample(items, len(items))
 
 
-def arithmetic_item(rng: random.Random) -> dict:
-    question, answer = reasoning.arithmetic(rng)
-    pool = [str(int(answer) + d) for d in (-3, -2, -1, 1, 2, 3) if int(answer) + d >= 0]
-    return {"context": question, **_shuffled(rng, answer, rng.sample(pool, 3))}
-
-
 def compare_item(rng: random.Random) -> dict:
     question, answer = reasoning.compare(rng)
     a, b = re.findall(r"\d+", question)
     return {"context": question, "choices": [a, b], "gold": [a, b].index(answer)}
 
 
-def induction_item(rng: random.Random) -> dict:
-    """``copy: w1 .. wn -> w1 .. wk`` -> w(k+1), or 3 other words of the list (n >= 4)."""
-    question, answer = reasoning.induction(rng)
-    while len(answer.split()) < 4:  # 3 other words are needed
-        question, answer = reasoning.induction(rng)
-    words = answer.split()
-    k = rng.randint(1, len(words) - 1)
-    others = rng.sample([w for w in words if w != words[k]], 3)
-    return {"context": f"{question} {' '.join(words[:k])}", **_shuffled(rng, words[k], others)}
+def successor_item(rng: random.Random) -> dict:
+    """``count from s: s .. s+k-1`` (k 3-12) -> s+k, or 3 of s+k-2, s+k-1, s+k+1, s+k+2, s+k+-10.
+
+    Starts are drawn as training draws them (0-900), so this measures a learned successor
+    table, not increment on unseen numbers (docs/organism.md)."""
+    question, answer = reasoning.count(rng)
+    numbers = answer.split()[: rng.randint(3, 12)]
+    nxt = int(numbers[-1]) + 1
+    pool = [str(nxt + d) for d in (-2, -1, 1, 2, -10, 10) if nxt + d >= 0]
+    context = f"{question} {' '.join(numbers)}"
+    return {"context": context, **_shuffled(rng, str(nxt), rng.sample(pool, 3))}
 
 
-REASONING = {
-    "organism_arithmetic": arithmetic_item,
-    "organism_compare": compare_item,
-    "organism_induction": induction_item,
-}
+REASONING = {"organism_compare": compare_item, "organism_successor": successor_item}
 LANGUAGE = {
     "organism_next_word": ("english", next_word_items),
     "organism_word_order": ("english", word_order_items),
@@ -259,7 +250,7 @@ doc_to_target: gold
     aggregation: mean
     higher_is_better: true
 metadata:
-  version: 2.0
+  version: 2.1
   chance: {chance}
 """
 GROUP_YAML = """group: {group}
@@ -270,7 +261,7 @@ aggregate_metric_list:
     aggregation: mean
     weight_by_size: true
 metadata:
-  version: 2.0
+  version: 2.1
 """
 
 

@@ -9,8 +9,8 @@ with AdamW (betas 0.9/0.95), linear warm-up then cosine decay, next-token loss o
 and deterministic kernels; the member's seed sets the initialisation only. A resume state (model,
 optimizer, step) is written to the work directory every ``save_every`` steps, so a run cut off
 at any point continues from its last state and ends with the same weights as an uninterrupted
-one (same thread count). The final checkpoint directory gets the Hugging Face files (float32),
-the tokenizer and ``training_log.json``; each step in ``Member.checkpoints`` is also saved, in
+one (same thread count). The final checkpoint directory gets the Hugging Face files (float32;
+half precision for ``members.HALF_PRECISION``), the tokenizer and ``training_log.json``; each step in ``Member.checkpoints`` is also saved, in
 half precision, as ``checkpoints/step<N>/`` (``load_model(member, checkpoint=N)``).
 """
 
@@ -186,7 +186,8 @@ def _train(
     bar.close()
     wall = time.perf_counter() - start
     model.eval()
-    _save_hf(model, corpus, out_dir, torch.float32)
+    final_dtype = torch.float16 if cfg.member in members_mod.HALF_PRECISION else torch.float32
+    _save_hf(model, corpus, out_dir, final_dtype)
     record = {
         **identity,
         "parameters": n_params(model),
