@@ -73,7 +73,7 @@ class BenchmarkConfig(Runtime):
         [], "block sets short-circuited together, e.g. 0-2 1,3", nargs="*", type=cli.block_spec
     )
     kind: str = cli.kind_option()
-    groups: dict[str, list[str]] | None = option(
+    groups: dict[str, list[str]] | list[str] | None = option(  # a list from the command line
         None,
         "task groups, e.g. language=lambada_openai,piqa reasoning=arc_easy",
         nargs="*",
@@ -131,7 +131,7 @@ class TaxonomyConfig(Runtime):
     test_fraction: float = option(0.3, "held-out fraction", type=cli.fraction)
     min_class_size: int = option(4, "smallest class kept", type=cli.positive_int)
     localize: bool = option(True, "localization maps")
-    taxonomies: tuple[str, ...] = option(
+    taxonomies: tuple[str, ...] | str = option(  # a comma list from the command line
         "guess-recall,recite-reconstruct-recollect", "comma list of taxonomies"
     )
     out: str | None = cli.out_option()
