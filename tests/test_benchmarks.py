@@ -18,7 +18,7 @@ from workbench import benchmarks as bm
 from workbench.interventions import CLEAN, ShortCircuit
 from workbench.lm_eval_adapter import HookedLM
 from workbench.organism import registry
-from workbench.runs import RunConfigMismatch, read_run
+from workbench.runs import RunConfigMismatch, part_name, read_run
 
 TASKS = ["tiny_language", "tiny_reasoning"]
 
@@ -91,7 +91,8 @@ def test_resume_skips_finished_units(tiny_neox, tiny_tasks, tmp_path, monkeypatc
     calls = []
     real = lm_eval.simple_evaluate
     monkeypatch.setattr(lm_eval, "simple_evaluate", lambda **kw: calls.append(kw) or real(**kw))
-    (tmp_path / "run" / "parts" / "benchmarks" / "tiny_gen=identity_2.parquet").unlink()
+    parts = tmp_path / "run" / "parts" / "benchmarks"
+    (parts / f"{part_name('tiny_gen=identity:2')}.parquet").unlink()
     again, _ = bm.run_benchmarks(cfg, model=tiny_neox)
     assert len(calls) == 1 and calls[0]["tasks"] == ["tiny_gen"]
     pd.testing.assert_frame_equal(first, again)

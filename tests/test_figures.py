@@ -301,7 +301,9 @@ def test_figures_command_end_to_end(tmp_path, mem, bench, bounds, truth, capsys)
     assert (out / "fig4-bounds.html").exists()
 
 
-def test_figures_command_without_tables_fails_clearly(tmp_path):
+def test_figures_command_without_tables_fails_clearly(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="no figure"):
+    with pytest.raises(SystemExit) as exit_:
         figures_main(["--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "f")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith("error: no figure could be made")

@@ -25,20 +25,27 @@ intervention and group, the mean accuracy over the group's tasks and the mean re
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # the command line first: --help answers before the heavy imports
+    from workbench.cli import run_module
+
+    run_module("workbench.benchmarks")
+
+import difflib
 import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from workbench import cli
+from workbench.commands import BenchmarkConfig
+from workbench.errors import UserError
 from workbench.figures.tables import accuracy_and_drop, primary_rows
-from workbench.interventions import CLEAN, KINDS, ShortCircuit, parse_blocks, single_block_sweep
+from workbench.interventions import CLEAN, ShortCircuit, interventions_from
 from workbench.lm_eval_adapter import HookedLM
 from workbench.organism import registry
 from workbench.runs import Run
@@ -93,31 +100,30 @@ STANDARD_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass
-class BenchmarkConfig:
-    """Everything that defines a benchmark sweep (saved with the run)."""
-
-    model: str | None = None  # None: the organism's default model
-    tasks: list[str] | None = None  # None: the organism's local task groups
-    blocks: str = "all"  # blocks short-circuited one at a time ("all", "none", "3", "0,2", "2-5")
-    block_sets: list[str] = field(default_factory=list)  # extra sets short-circuited together
-    kind: str = "identity"
-    groups: dict[str, list[str]] | None = None  # overrides: group -> task or lm-eval group names
-    batch_size: int = 16
-    limit: int | float | None = None
-    num_fewshot: int | None = None
-    include_path: list[str] = field(default_factory=list)  # more lm-eval task directories
-    bootstrap_iters: int = 100_000
-    device: str = "auto"
-    dtype: str = "float32"
-    out: str | None = None  # None: runs/benchmarks/<model>
-
-
 def interventions_for(cfg: BenchmarkConfig, n_layers: int) -> list[ShortCircuit]:
     """The clean model, each block alone, then each block set."""
-    sweep = [CLEAN, *single_block_sweep(parse_blocks(cfg.blocks, n_layers), cfg.kind)]  # type: ignore[arg-type]
-    sweep += [ShortCircuit(tuple(parse_blocks(s, n_layers)), kind=cfg.kind) for s in cfg.block_sets]  # type: ignore[arg-type]
-    return list(dict.fromkeys(sweep))
+    return interventions_from(cfg.blocks, n_layers, kind=cfg.kind, block_sets=cfg.block_sets)
+
+
+def run_record(cfg: BenchmarkConfig, model_name: str) -> dict:
+    """What a benchmark run records (and compares on reopening)."""
+    from workbench.runs import identity
+
+    return {**cli.recorded(cfg), "model": str(model_name), "identity": identity(model_name)}
+
+
+def check_tasks(tm, tasks: Sequence[str]) -> None:
+    """Refuse task names lm-eval does not know, with the known ones (or the closest)."""
+    known = set(tm.all_tasks)
+    unknown = [t for t in tasks if t not in known and not Path(t).exists()]
+    if not unknown:
+        return
+    if len(known) <= 40:
+        hint = f"known: {', '.join(sorted(known))}"
+    else:
+        close = sorted({c for t in unknown for c in difflib.get_close_matches(t, known, n=5)})
+        hint = f"{len(known)} known; closest: {', '.join(close) or 'none'}"
+    raise UserError(f"unknown lm-eval tasks {unknown}; {hint}")
 
 
 def task_manager(tasks: Sequence[str] | None, include_path: Sequence[str] = ()):
@@ -242,23 +248,28 @@ def run_benchmarks(
     from lm_eval import simple_evaluate
 
     from workbench.models import load_model
+    from workbench.runs import check_out, default_out
 
     if model is None:
-        model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
         model_name = cfg.model or registry.DEFAULT_MODEL
     else:
         model_name = cfg.model or model.cfg.model_name
-    out = cfg.out or f"runs/benchmarks/{Path(str(model_name)).name}"
-    run = Run.open(out, {**asdict(cfg), "out": None, "model": str(model_name)})
+    record = run_record(cfg, str(model_name))
+    out = cfg.out or default_out("benchmarks", str(model_name), record)
+    check_out(out, record, overwrite=cfg.overwrite)
     tm = task_manager(cfg.tasks, cfg.include_path)
     items = list(cfg.tasks or default_tasks(tm))
+    check_tasks(tm, items)
+    if model is None:
+        model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    run = Run.open(out, record, overwrite=cfg.overwrite)
     sweep = interventions_for(cfg, model.cfg.n_layers)
     lm = HookedLM(model, CLEAN, sweep=sweep, batch_size=cfg.batch_size)
     todo = [(it, sc) for it in items for sc in sweep if not run.has(TABLE, _key(it, sc))]
     log.info(
         "%d of %d (task, intervention) units to run in %s", len(todo), len(items) * len(sweep), out
     )
-    bar = tqdm(total=len(todo), desc="benchmarks", unit="config")
+    bar = tqdm(total=len(todo), desc="benchmarks", unit="config", disable=not cfg.progress)
     for item in items:
         pending = [sc for sc in sweep if (item, sc) in todo]
         lm.sweep = list(pending)
@@ -311,71 +322,13 @@ def format_summary(summary: pd.DataFrame) -> str:
     return wide.to_string(float_format=lambda x: f"{x:.3f}")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> BenchmarkConfig:
-    p = argparse.ArgumentParser(
-        prog="python -m workbench.benchmarks", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--model", default=None, help="organism member, checkpoint dir or TL name")
-    p.add_argument("--tasks", nargs="+", default=None, help="lm-eval tasks or groups")
-    p.add_argument("--blocks", default="all", help="blocks short-circuited one at a time")
-    p.add_argument(
-        "--block-sets",
-        nargs="*",
-        default=[],
-        help="block sets short-circuited together, e.g. 0-2 1,3",
-    )
-    p.add_argument("--kind", default="identity", choices=KINDS)
-    p.add_argument(
-        "--groups",
-        nargs="*",
-        default=None,
-        metavar="GROUP=TASK,TASK",
-        help="task groups, e.g. language=lambada_openai,piqa reasoning=arc_easy",
-    )
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--limit", type=float, default=None, help="documents per task (<1: fraction)")
-    p.add_argument("--num-fewshot", type=int, default=None)
-    p.add_argument("--include-path", nargs="*", default=[], help="more lm-eval task directories")
-    p.add_argument("--bootstrap-iters", type=int, default=100_000)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--out", default=None, help="run directory (default runs/benchmarks/<model>)")
-    a = p.parse_args(argv)
-    groups = None
-    if a.groups:
-        groups = {}
-        for spec in a.groups:
-            name, sep, members = spec.partition("=")
-            if not sep:
-                p.error(f"--groups takes GROUP=TASK,TASK, got {spec!r}")
-            groups[name] = [m for m in members.split(",") if m]
-    limit = a.limit if a.limit is None or a.limit < 1 else int(a.limit)
-    return BenchmarkConfig(
-        model=a.model,
-        tasks=a.tasks,
-        blocks=a.blocks,
-        block_sets=a.block_sets,
-        kind=a.kind,
-        groups=groups,
-        batch_size=a.batch_size,
-        limit=limit,
-        num_fewshot=a.num_fewshot,
-        include_path=a.include_path,
-        bootstrap_iters=a.bootstrap_iters,
-        device=a.device,
-        dtype=a.dtype,
-        out=a.out,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
-    """CLI entry point: run the sweep and print the per-block summary."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = parse_args(argv)
+    """``python -m workbench.benchmarks``; see ``workbench.cli`` for the shared behaviour."""
+    return cli.main(BenchmarkConfig, execute, argv, "python -m workbench.benchmarks")
+
+
+def execute(cfg: BenchmarkConfig) -> pd.DataFrame:
+    """The command: run the sweep and print the per-block summary."""
     _, summary = run_benchmarks(cfg)
     print(format_summary(summary))  # the command's output
     return summary
-
-
-if __name__ == "__main__":
-    main()

@@ -38,13 +38,16 @@ for float64 models).
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # the command line first: --help answers before the heavy imports
+    from workbench.cli import run_module
+
+    run_module("workbench.bounds")
+
 import logging
 import math
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +58,9 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from workbench import bounds_math as bm
+from workbench import cli
+from workbench.commands import BoundsConfig
+from workbench.errors import UserError
 from workbench.figures import StaticExportError, save
 from workbench.interventions import CLEAN, ShortCircuit, parse_blocks
 
@@ -439,87 +445,31 @@ def figure(tables: dict[str, pd.DataFrame]):
     return fig
 
 
-@dataclass
-class BoundsConfig:
-    """Everything ``python -m workbench.bounds`` needs; saved with the run."""
-
-    model: str | None = None
-    data: str | None = None
-    blocks: str = "all"
-    device: str = "auto"
-    dtype: str = "float32"
-    out: str | None = None
-    prefix_len: int = 32
-    batch_size: int = 16
-    max_samples: int | None = None
-    sigma_floor: float | None = None
-    jacobian_samples: int = 4
-    jacobian_iters: int = 10
-    decode: bool = True
-    token_table: bool = True
-
-
-def _parse(argv: Sequence[str] | None) -> BoundsConfig:
-    from workbench.memorization import positive_int
-    from workbench.organism import registry
-
-    p = argparse.ArgumentParser(
-        prog="python -m workbench.bounds", description=(__doc__ or "").split("\n")[0]
-    )
-    p.add_argument(
-        "--model",
-        default=None,
-        help=f"organism member, checkpoint dir or TL name (default: {registry.DEFAULT_MODEL})",
-    )
-    p.add_argument(
-        "--data",
-        default=str(registry.DEFAULT_MEMORIZED_SET),
-        help=".npy [N, T] ids, .jsonl or hf:<split> (default: the organism's set)",
-    )
-    p.add_argument("--blocks", default="all", help="all, 3, 0,2,5 or 2-5: one short-circuit each")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="float32", help="model dtype; norms in float32 (float64)")
-    p.add_argument("--out", default=None, help="run directory (default: runs/bounds-<model>)")
-    p.add_argument("--prefix-len", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-samples", type=positive_int, default=None)
-    p.add_argument(
-        "--sigma-floor",
-        type=float,
-        default=None,
-        help="assumed floor on LayerNorm σ for the weight tier (default: √eps)",
-    )
-    p.add_argument("--jacobian-samples", type=int, default=4)
-    p.add_argument("--jacobian-iters", type=int, default=10, help="0 skips the Jacobian reference")
-    p.add_argument(
-        "--no-token-table",
-        dest="token_table",
-        action="store_false",
-        help="skip the per-token table (blocks × layers × samples × T rows)",
-    )
-    p.add_argument(
-        "--no-decode",
-        dest="decode",
-        action="store_false",
-        help="skip free-running decode (token_accuracy becomes NaN)",
-    )
-    return BoundsConfig(**vars(p.parse_args(argv)))
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
-    from workbench.memorization import load_inputs
-    from workbench.runs import Run
+    """``python -m workbench.bounds``; see ``workbench.cli`` for the shared behaviour."""
+    return cli.main(BoundsConfig, execute, argv, "python -m workbench.bounds")
 
-    cfg = _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+def execute(cfg: BoundsConfig) -> dict[str, pd.DataFrame]:
+    """The command: the three tiers for every block asked for; prints the summary."""
+    from workbench.memorization import load_inputs
+    from workbench.organism import registry
+    from workbench.runs import Run, check_out, default_out, identity
+
     start = time.perf_counter()
+    model_name = str(cfg.model or registry.DEFAULT_MODEL)
+    cfg.data = cfg.data or str(registry.DEFAULT_MEMORIZED_SET)
+    record = {**cli.recorded(cfg), "model": model_name, "identity": identity(model_name, cfg.data)}
+    out = Path(cfg.out or default_out("bounds", model_name, record))
+    check_out(out, record, overwrite=cfg.overwrite)
     model, model_name, samples = load_inputs(
         cfg.model, cfg.data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
     )
     tokens = samples.tokens[: cfg.max_samples]
     blocks = parse_blocks(cfg.blocks, model.cfg.n_layers)
-    out = Path(cfg.out or f"runs/bounds-{Path(model_name).name}")
-    run = Run.open(out, {**asdict(cfg), "out": None, "model": model_name})
+    if not blocks:
+        raise UserError(f"--blocks {cfg.blocks}: the bounds need at least one block")
+    run = Run.open(out, record, overwrite=cfg.overwrite)
     tables = compute_bounds(
         model,
         tokens,

@@ -24,10 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class SampleSetError(ValueError):
+class SampleSetError(UserError, ValueError):
     """A memorized-sample set the workbench cannot evaluate."""
 
 
@@ -74,6 +76,12 @@ def validate(
         raise SampleSetError(
             f"{name}: {arr.shape[1]} tokens per sample, but the model's context is {n_ctx}."
         )
+    if arr.dtype == np.uint64 and int(arr.max()) > np.iinfo(np.int64).max:
+        bad = np.argwhere(arr > np.iinfo(np.int64).max)[0]
+        raise SampleSetError(
+            f"{name}: token id {int(arr[tuple(bad)])} at row {bad[0]}, column {bad[1]} does not "
+            "fit in int64."
+        )
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or (vocab_size is not None and hi >= vocab_size):
         bad = np.argwhere((arr < 0) | (arr >= (vocab_size or np.iinfo(np.int64).max)))[0]
@@ -86,19 +94,33 @@ def validate(
 
 def load_npy(path: str | Path, **check) -> SampleSet:
     path = Path(path)
-    return SampleSet(
-        validate(np.load(path, allow_pickle=False), name=path.name, **check), path.stem
-    )
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (EOFError, OSError, ValueError) as err:  # empty, truncated, pickled or not .npy
+        why = "it is empty" if path.stat().st_size == 0 else str(err).rstrip(".")
+        raise SampleSetError(f"{path}: not a readable .npy array of token ids ({why}).") from None
+    return SampleSet(validate(arr, name=path.name, **check), path.stem)
 
 
 def load_jsonl(path: str | Path, tokenizer=None, **check) -> SampleSet:
     """One sample a line: a list of ids, ``{"tokens": [...]}`` or ``{"text": ...}``."""
     path = Path(path)
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise SampleSetError(f"{path}: starts with a UTF-8 byte-order mark; save it without one.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_no = raw[: err.start].count(b"\n") + 1
+        raise SampleSetError(f"{path}: line {line_no} is not UTF-8 (latin-1?).") from None
     rows = []
-    for i, line in enumerate(path.read_text().splitlines()):
+    for i, line in enumerate(text.splitlines()):
         if not line.strip():
             continue
-        item = json.loads(line)
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SampleSetError(f"{path}: line {i + 1} is not JSON ({err.msg}).") from None
         if isinstance(item, dict) and "text" in item:
             if tokenizer is None:
                 raise SampleSetError(f"{path.name}: line {i + 1} holds text; pass a tokenizer.")
@@ -109,6 +131,11 @@ def load_jsonl(path: str | Path, tokenizer=None, **check) -> SampleSet:
             isinstance(t, int) and not isinstance(t, bool) for t in item
         ):
             raise SampleSetError(f"{path.name}: line {i + 1} is not a list of integer token ids.")
+        big = [t for t in item if not 0 <= t < 2**63]
+        if big:
+            raise SampleSetError(
+                f"{path}: line {i + 1} holds token id {big[0]}, outside [0, 2**63)."
+            )
         rows.append(item)
     lengths = {len(r) for r in rows}
     if len(lengths) > 1:

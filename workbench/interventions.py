@@ -25,6 +25,7 @@ removes them on exit, also when the body raises.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
+
+from workbench.blocks import parse_blocks
 
 Kind = Literal["identity", "zero"]
 KINDS: tuple[str, ...] = ("identity", "zero")
@@ -56,10 +59,10 @@ class ShortCircuit:
     kind: str = "identity"  # one of KINDS; checked in __post_init__ with a clear message
 
     def __post_init__(self) -> None:
-        blocks = (self.blocks,) if isinstance(self.blocks, int) else self.blocks
+        blocks = (self.blocks,) if _scalar(self.blocks) else self.blocks
         object.__setattr__(self, "blocks", _sorted_unique(blocks, "block"))
         if self.heads is not None:
-            heads = (self.heads,) if isinstance(self.heads, int) else self.heads
+            heads = (self.heads,) if _scalar(self.heads) else self.heads
             object.__setattr__(self, "heads", _sorted_unique(heads, "head"))
             if not self.heads:
                 raise ValueError("heads=() selects no head; use heads=None for all heads.")
@@ -163,42 +166,43 @@ _LABEL = re.compile(
 _POST_NORM = {"Olmo2ForCausalLM", "Olmo3ForCausalLM"}
 
 
-def parse_blocks(spec: str, n_layers: int) -> list[int]:
-    """``"all"``, ``"none"``, ``"3"``, ``"0,2,5"`` or ``"2-5"`` (inclusive) → block indices."""
-    spec = spec.strip().lower()
-    if spec == "all":
-        return list(range(n_layers))
-    if spec in ("", "none"):
-        return []
-    blocks: list[int] = []
-    for part in spec.split(","):
-        lo, sep, hi = part.partition("-")
-        try:
-            blocks.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
-        except ValueError:
-            raise ValueError(
-                f"cannot read block spec {spec!r}: use all, 3, 0,2,5 or 2-5."
-            ) from None
-    bad = [b for b in blocks if not 0 <= b < n_layers]
-    if bad:
-        raise ValueError(f"blocks {bad} out of range: the model has {n_layers} blocks.")
-    return sorted(set(blocks))
-
-
 def single_block_sweep(blocks: Iterable[int], kind: Kind = "identity") -> list[ShortCircuit]:
     """One intervention per block, each on that block alone."""
     return [ShortCircuit((b,), kind=kind) for b in blocks]
 
 
+def interventions_from(
+    blocks: str,
+    n_layers: int,
+    *,
+    kind: str = "identity",
+    clean: bool = True,
+    block_sets: Iterable[str] = (),
+) -> list[ShortCircuit]:
+    """The one builder of a command's intervention list from its flags: the clean model (unless
+    ``clean=False``), each block of the spec ``blocks`` alone, then each spec of ``block_sets``
+    short-circuited together; duplicates dropped, order kept."""
+    sweep = [CLEAN] if clean else []
+    sweep += single_block_sweep(parse_blocks(blocks, n_layers), kind=kind)  # type: ignore[arg-type]
+    sweep += [ShortCircuit(tuple(parse_blocks(s, n_layers)), kind=kind) for s in block_sets]
+    return list(dict.fromkeys(sweep))
+
+
+def _scalar(x: object) -> bool:
+    """One index rather than a collection (``1.5``, ``True``: refused as indices later)."""
+    return not isinstance(x, Iterable) or isinstance(x, str | bytes)
+
+
 def _sorted_unique(values: Iterable[int], what: str) -> tuple[int, ...]:
+    """Integers (Python or numpy) only: ``1.5`` or ``True`` is not block 1."""
     out = []
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int):
-            try:
-                v = int(v)  # numpy integers
-            except (TypeError, ValueError):
-                raise TypeError(f"{what} indices must be integers, got {v!r}") from None
-        out.append(v)
+        try:
+            if isinstance(v, bool) or type(v).__name__ == "bool_":
+                raise TypeError
+            out.append(operator.index(v))
+        except TypeError:
+            raise TypeError(f"{what} indices must be integers, got {v!r}") from None
     return tuple(sorted(set(out)))
 
 

@@ -22,11 +22,14 @@ unit and rerunning the same command resumes where it stopped; ``memorization.par
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # the command line first: --help answers before the heavy imports
+    from workbench.cli import run_module
+
+    run_module("workbench.memorization")
+
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +38,12 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from workbench import cli
+from workbench.commands import MemorizationConfig
 from workbench.cost import Cost
 from workbench.data import SampleSet, load_samples, validate
 from workbench.decode import BatchResult, Observer, evaluate_batch
-from workbench.interventions import CLEAN, KINDS, ShortCircuit, parse_blocks, single_block_sweep
+from workbench.interventions import ShortCircuit, interventions_from
 
 log = logging.getLogger(__name__)
 
@@ -196,25 +201,6 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-@dataclass
-class MemorizationConfig:
-    """Everything ``python -m workbench.memorization`` needs; saved with the run."""
-
-    model: str | None = None
-    data: str | None = None
-    max_samples: int | None = None
-    prefix_len: int = 32
-    batch_size: int = 64
-    blocks: str = "all"
-    kind: str = "identity"
-    clean: bool = True
-    decode: bool = True
-    out: str | None = None
-    device: str = "auto"
-    dtype: str = "float32"
-    progress: bool = True
-
-
 def load_inputs(
     model: str | None,
     data: str | Path,
@@ -236,67 +222,23 @@ def load_inputs(
     return hooked, name, samples
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer ≥ 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _parse(argv: Sequence[str] | None) -> MemorizationConfig:
+def execute(cfg: MemorizationConfig) -> pd.DataFrame:
+    """The command: a run of every intervention the flags ask for; prints the summary."""
     from workbench.organism import registry
+    from workbench.runs import Run, check_out, default_out, identity
 
-    p = argparse.ArgumentParser(
-        prog="python -m workbench.memorization", description=__doc__.split("\n")[0]
-    )
-    p.add_argument(
-        "--model",
-        default=None,
-        help=f"organism member, checkpoint dir or TL name (default: {registry.DEFAULT_MODEL})",
-    )
-    p.add_argument(
-        "--data",
-        default=str(registry.DEFAULT_MEMORIZED_SET),
-        help=".npy [N, T] ids, .jsonl (ids or text) or hf:<split> (default: the organism's set)",
-    )
-    p.add_argument(
-        "--max-samples",
-        type=positive_int,
-        default=None,
-        help="the first N samples only (e.g. a first look at a large pythia-memorized-evals split)",
-    )
-    p.add_argument("--prefix-len", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--blocks", default="all", help="all, 3, 0,2,5 or 2-5: one intervention each")
-    p.add_argument("--kind", default="identity", choices=KINDS)
-    p.add_argument("--no-clean", dest="clean", action="store_false", help="skip the clean model")
-    p.add_argument(
-        "--no-decode",
-        dest="decode",
-        action="store_false",
-        help="teacher-forced metrics only (no token_accuracy / generated)",
-    )
-    p.add_argument("--out", default=None, help="run directory (default: runs/memorization-<model>)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    return MemorizationConfig(**vars(p.parse_args(argv)))
-
-
-def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
-    from workbench.runs import Run
-
-    cfg = _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    model_name = str(cfg.model or registry.DEFAULT_MODEL)
+    cfg.data = cfg.data or str(registry.DEFAULT_MEMORIZED_SET)
+    record = {**cli.recorded(cfg), "model": model_name, "identity": identity(model_name, cfg.data)}
+    out = cfg.out or default_out("memorization", model_name, record)
+    check_out(out, record, overwrite=cfg.overwrite)
     model, model_name, samples = load_inputs(
         cfg.model, cfg.data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
     )
-    interventions = ([CLEAN] if cfg.clean else []) + single_block_sweep(
-        parse_blocks(cfg.blocks, model.cfg.n_layers), kind=cfg.kind
+    interventions = interventions_from(
+        cfg.blocks, model.cfg.n_layers, kind=cfg.kind, clean=cfg.clean
     )
-    out = cfg.out or f"runs/memorization-{Path(model_name).name}"
-    run = Run.open(out, {**asdict(cfg), "out": None, "progress": None, "model": model_name})
+    run = Run.open(out, record, overwrite=cfg.overwrite)
     tokens = samples.tokens[: cfg.max_samples]
     df = sweep(
         model,
@@ -305,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         prefix_len=cfg.prefix_len,
         batch_size=cfg.batch_size,
         decode=cfg.decode,
-        progress=cfg.progress,
+        progress=bool(cfg.progress),
         run=run,
         model_name=model_name,
         dataset_name=samples.name,
@@ -316,5 +258,6 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     return df
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
+    """``python -m workbench.memorization``; see ``workbench.cli`` for the shared behaviour."""
+    return cli.main(MemorizationConfig, execute, argv, "python -m workbench.memorization")

@@ -30,6 +30,7 @@ import torch
 from transformer_lens import HookedTransformer
 from transformer_lens import loading_from_pretrained as tl_loading
 
+from workbench.errors import UserError
 from workbench.organism import registry
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ HUB_HELP = (
 )
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     """A model name or path the workbench cannot turn into a HookedTransformer."""
 
 

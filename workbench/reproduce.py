@@ -20,35 +20,23 @@ task items per member) for smoke tests and the notebooks; its numbers are not th
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # the command line first: --help answers before the heavy imports
+    from workbench.cli import run_module
+
+    run_module("workbench.reproduce")
+
 import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
+from workbench import cli
+from workbench.commands import ReproduceConfig
+from workbench.errors import UserError
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ReproduceConfig:
-    """What ``python -m workbench.reproduce`` runs; the per-run parts are saved with each run."""
-
-    out: str = "runs/organism"
-    figures: str = "figures"
-    members: list[str] | None = None  # None: the whole suite
-    bounds_model: str | None = None  # None: the organism's default member
-    max_samples: int | None = None  # memorization samples per member (None: all)
-    bounds_samples: int | None = 120  # samples for the bounds (evenly spaced; None: all)
-    task_limit: int | None = None  # items per benchmark task (None: all)
-    batch_size: int = 64
-    formats: list[str] = field(default_factory=lambda: ["html", "png", "svg"])
-
-    @classmethod
-    def quick(cls, **over) -> ReproduceConfig:
-        """A small, fast setting (seconds per member) for smoke tests and notebooks."""
-        return cls(**{"max_samples": 48, "bounds_samples": 8, "task_limit": 24, **over})
 
 
 def _subset(tokens, n: int | None):
@@ -67,13 +55,14 @@ def run_memorization(model, name: str, cfg: ReproduceConfig, out: Path):
     from workbench.interventions import CLEAN, single_block_sweep
     from workbench.memorization import TABLE, sweep
     from workbench.organism import registry
-    from workbench.runs import Run
+    from workbench.runs import Run, identity
 
     samples = load_samples(
         registry.DEFAULT_MEMORIZED_SET, prefix_len=32, vocab_size=model.cfg.d_vocab
     )
     tokens, rows = _subset(samples.tokens, cfg.max_samples)
     run_cfg = {
+        "identity": identity(name, registry.DEFAULT_MEMORIZED_SET),
         "command": "reproduce.memorization",
         "model": name,
         "data": samples.name,
@@ -82,7 +71,7 @@ def run_memorization(model, name: str, cfg: ReproduceConfig, out: Path):
         "blocks": "all",
         "batch_size": cfg.batch_size,  # parts are keyed by batch: resume only with the same one
     }
-    run = Run.open(out, run_cfg)
+    run = Run.open(out, run_cfg, overwrite=cfg.overwrite)  # compares the configs first
     if (out / f"{TABLE}.parquet").exists():
         return
     interventions = [CLEAN, *single_block_sweep(range(model.cfg.n_layers))]
@@ -104,22 +93,23 @@ def run_memorization(model, name: str, cfg: ReproduceConfig, out: Path):
 
 def run_benchmarks(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
     """The organism's local benchmarks under every single-block short-circuit (resumable)."""
-    from workbench.benchmarks import BenchmarkConfig
+    from workbench.benchmarks import BenchmarkConfig, run_record
     from workbench.benchmarks import run_benchmarks as bench
+    from workbench.runs import check_out
 
-    if (out / "benchmarks.parquet").exists():
-        return
-    bench(
-        BenchmarkConfig(
-            model=name,
-            blocks="all",
-            limit=cfg.task_limit,
-            bootstrap_iters=0,
-            batch_size=cfg.batch_size,
-            out=str(out),
-        ),
-        model=model,
+    bcfg = BenchmarkConfig(
+        model=name,
+        blocks="all",
+        limit=cfg.task_limit,
+        bootstrap_iters=0,
+        batch_size=cfg.batch_size,
+        out=str(out),
+        overwrite=cfg.overwrite,
     )
+    check_out(out, run_record(bcfg, name), overwrite=cfg.overwrite)  # before trusting a table
+    if not cfg.overwrite and (out / "benchmarks.parquet").exists():
+        return
+    bench(bcfg, model=model)
 
 
 def run_bounds(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
@@ -127,10 +117,8 @@ def run_bounds(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
     from workbench.bounds import compute_bounds
     from workbench.data import load_samples
     from workbench.organism import registry
-    from workbench.runs import Run
+    from workbench.runs import Run, identity
 
-    if (out / "layers.parquet").exists():
-        return
     samples = load_samples(
         registry.DEFAULT_MEMORIZED_SET, prefix_len=32, vocab_size=model.cfg.d_vocab
     )
@@ -138,6 +126,7 @@ def run_bounds(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
     run = Run.open(
         out,
         {
+            "identity": identity(name, registry.DEFAULT_MEMORIZED_SET),
             "command": "reproduce.bounds",
             "model": name,
             "data": samples.name,
@@ -145,7 +134,10 @@ def run_bounds(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
             "blocks": "all",
             "batch_size": 16,
         },
+        overwrite=cfg.overwrite,
     )
+    if (out / "layers.parquet").exists():
+        return
     compute_bounds(
         model,
         tokens,
@@ -170,7 +162,7 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     dirs = {m: Path(registry.EMBEDDED_MODELS.get(m, m)) for m in members}
     missing = [m for m, d in dirs.items() if not (d / "config.json").exists()]
     if missing:
-        raise SystemExit(
+        raise UserError(
             f"organism checkpoints not found for {missing} under {registry.DATA_DIR}; "
             "train them with `python -m workbench.organism.train --all`."
         )
@@ -206,40 +198,21 @@ def reproduce(cfg: ReproduceConfig) -> dict:
     return report
 
 
-def parse_args(argv: Sequence[str] | None = None) -> ReproduceConfig:
-    p = argparse.ArgumentParser(
-        prog="python -m workbench.reproduce", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--out", default="runs/organism", help="folder of the run directories")
-    p.add_argument("--figures", default="figures", help="where the figures go")
-    p.add_argument("--members", nargs="+", default=None, help="organism members (default: all)")
-    p.add_argument("--quick", action="store_true", help="a small subset, for smoke tests")
-    p.add_argument("--max-samples", type=int, default=None)
-    p.add_argument("--task-limit", type=int, default=None, help="items per task (default: all)")
-    p.add_argument("--formats", nargs="+", default=["html", "png", "svg"])
-    a = p.parse_args(argv)
-    over = {"out": a.out, "figures": a.figures, "members": a.members, "formats": a.formats}
-    over |= {
-        k: v
-        for k, v in (("max_samples", a.max_samples), ("task_limit", a.task_limit))
-        if v is not None
-    }
-    if over.get("task_limit") == 0:
-        over["task_limit"] = None
-    return ReproduceConfig.quick(**over) if a.quick else ReproduceConfig(**over)
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
-    """CLI entry point: prints the timings and the figures written."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """``python -m workbench.reproduce``; see ``workbench.cli`` for the shared behaviour."""
+    return cli.main(ReproduceConfig, execute, argv, "python -m workbench.reproduce")
+
+
+def execute(cfg: ReproduceConfig) -> dict:
+    """The command: prints the timings and the figures written."""
+    from workbench.runs import check_writable
+
+    check_writable(cfg.out)
+    check_writable(cfg.figures)
     t0 = time.perf_counter()
-    report = reproduce(parse_args(argv))
+    report = reproduce(cfg)
     for name, res in report["figures"].items():
         print(f"{name}: {res if isinstance(res, str) else ', '.join(res)}")
     print(f"timings (s): {json.dumps(report['timings'])}")
     print(f"total wall time {time.perf_counter() - t0:.0f} s")
     return report
-
-
-if __name__ == "__main__":
-    main()

@@ -17,16 +17,6 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from workbench.figures.plots import (
-    bounds_figure,
-    duplication_heatmap,
-    memorization_by_block,
-    model_scale_figure,
-    relative_drop_figure,
-    short_circuit_figure,
-)
-from workbench.figures.tables import MissingColumns
-
 log = logging.getLogger(__name__)
 
 FORMATS = ("html", "png", "svg")
@@ -42,6 +32,30 @@ __all__ = [
     "save",
     "short_circuit_figure",
 ]
+
+
+_PLOTS = (
+    "bounds_figure",
+    "duplication_heatmap",
+    "memorization_by_block",
+    "model_scale_figure",
+    "relative_drop_figure",
+    "short_circuit_figure",
+)
+
+
+def __getattr__(name: str):
+    """The figure functions, imported on first use (PEP 562): ``python -m workbench.figures
+    --help`` then imports no pandas."""
+    if name in _PLOTS:
+        from workbench.figures import plots
+
+        return getattr(plots, name)
+    if name == "MissingColumns":
+        from workbench.figures.tables import MissingColumns
+
+        return MissingColumns
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class StaticExportError(RuntimeError):

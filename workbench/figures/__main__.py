@@ -1,6 +1,6 @@
 """``python -m workbench.figures``: see ``workbench.figures.cli``."""
 
-from workbench.figures.cli import main
+if __name__ == "__main__":  # the command line first: --help answers before the heavy imports
+    from workbench.cli import run_module
 
-if __name__ == "__main__":
-    main()
+    run_module("workbench.figures")

@@ -11,7 +11,6 @@ message saying which table and which command makes it.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from workbench import cli
+from workbench.commands import FiguresConfig
+from workbench.errors import UserError
 from workbench.figures import FORMATS, save
 from workbench.figures.plots import (
     bounds_figure,
@@ -28,7 +30,7 @@ from workbench.figures.plots import (
     short_circuit_figure,
 )
 from workbench.figures.tables import MissingColumns
-from workbench.runs import read_run
+from workbench.runs import check_writable, read_run
 
 log = logging.getLogger(__name__)
 
@@ -226,45 +228,28 @@ def generate(
     return results
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m workbench.figures", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--runs", nargs="+", required=True, help="run directories or folders of runs")
-    p.add_argument("--out", default="figures", help="output directory (default: figures/)")
-    p.add_argument(
-        "--model",
-        default=None,
-        help="model of figures 1, 3, 4, 5 (default: the "
-        "organism's default model if present, else the first found)",
-    )
-    p.add_argument("--models", nargs="+", default=None, help="models (and order) of figure 2")
-    p.add_argument(
-        "--ground-truth",
-        default=None,
-        help="per-sample table with row, dup_count, kind (default: the organism's)",
-    )
-    p.add_argument(
-        "--formats", nargs="+", default=list(FORMATS), choices=["html", "png", "svg", "pdf"]
-    )
-    return p.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, list[Path] | str]:
-    """CLI entry point; prints one line per figure."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    a = parse_args(argv)
+    """``python -m workbench.figures``; see ``workbench.cli`` for the shared behaviour."""
+    return cli.main(FiguresConfig, execute, argv, "python -m workbench.figures")
+
+
+def execute(cfg: FiguresConfig) -> dict[str, list[Path] | str]:
+    """The command: every figure the runs allow; prints one line per figure."""
+    for run in cfg.runs:
+        if not Path(run).exists():
+            raise UserError(f"--runs {run}: no such directory")
+    check_writable(cfg.out)
     results = generate(
-        a.runs,
-        a.out,
-        model=a.model,
-        models=a.models,
-        ground_truth=a.ground_truth,
-        formats=a.formats,
+        cfg.runs,
+        cfg.out,
+        model=cfg.model,
+        models=cfg.models,
+        ground_truth=cfg.ground_truth,
+        formats=cfg.formats,
     )
     for name, res in results.items():
         line = res if isinstance(res, str) else ", ".join(str(p) for p in res)
         print(f"{name}: {line}")
     if all(isinstance(r, str) for r in results.values()):
-        raise SystemExit("no figure could be made from these runs (see the reasons above)")
+        raise UserError("no figure could be made from these runs (see the reasons above)")
     return results

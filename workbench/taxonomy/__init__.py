@@ -12,39 +12,52 @@ Recollect" taxonomy (arXiv 2406.17746) and the 32-extractable memorization of Bi
 - :mod:`~workbench.taxonomy.pipeline` / ``python -m workbench.taxonomy``: the whole study as a run.
 """
 
-from workbench.taxonomy.cnn import (
-    VARIANTS,
-    AttentionCNN,
-    CNNVariant,
-    TrainConfig,
-    confusion_matrix,
-    evaluate,
-    min_f1,
-    per_class_f1,
-    train_cnn,
-)
-from workbench.taxonomy.features import attention_features, head_patterns, load_features
-from workbench.taxonomy.labels import (
-    GUESS_RECALL,
-    RECITE_RECONSTRUCT_RECOLLECT,
-    TAXONOMIES,
-    LabelConfig,
-    guess_recall,
-    label_samples,
-    numeric_values,
-    recite_reconstruct_recollect,
-    rouge_l,
-    rouge_n,
-    template,
-)
-from workbench.taxonomy.localize import (
-    guided_gradients,
-    layer_summary,
-    localization_maps,
-    top_layers,
-)
-from workbench.taxonomy.pipeline import TaxonomyConfig, run
-from workbench.taxonomy.split_effects import class_drop, clean_verdicts, drop_figure, drop_matrix
+# Names are imported on first use (PEP 562), so that ``python -m workbench.taxonomy --help``
+# does not import torch. Each name and the submodule that defines it:
+_WHERE = {
+    "AttentionCNN": "cnn",
+    "CNNVariant": "cnn",
+    "GUESS_RECALL": "labels",
+    "LabelConfig": "labels",
+    "RECITE_RECONSTRUCT_RECOLLECT": "labels",
+    "TAXONOMIES": "labels",
+    "TaxonomyConfig": "pipeline",
+    "TrainConfig": "cnn",
+    "VARIANTS": "cnn",
+    "attention_features": "features",
+    "class_drop": "split_effects",
+    "clean_verdicts": "split_effects",
+    "confusion_matrix": "cnn",
+    "drop_figure": "split_effects",
+    "drop_matrix": "split_effects",
+    "evaluate": "cnn",
+    "guess_recall": "labels",
+    "guided_gradients": "localize",
+    "head_patterns": "features",
+    "label_samples": "labels",
+    "layer_summary": "localize",
+    "load_features": "features",
+    "localization_maps": "localize",
+    "min_f1": "cnn",
+    "numeric_values": "labels",
+    "per_class_f1": "cnn",
+    "recite_reconstruct_recollect": "labels",
+    "rouge_l": "labels",
+    "rouge_n": "labels",
+    "run": "pipeline",
+    "template": "labels",
+    "top_layers": "localize",
+    "train_cnn": "cnn",
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+
 
 __all__ = [
     "GUESS_RECALL",

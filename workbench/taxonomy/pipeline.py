@@ -16,63 +16,19 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from workbench import cli
+from workbench.commands import TaxonomyConfig
+from workbench.errors import UserError
 from workbench.figures import save
 from workbench.taxonomy import cnn, labels, localize, report, split_effects
 from workbench.taxonomy.features import attention_features, head_patterns
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TaxonomyConfig:
-    """Everything ``python -m workbench.taxonomy`` needs; saved with the run."""
-
-    model: str | None = None  # None: the organism's default member
-    data: str | None = None  # None: the organism's taxonomy set (memorized + control rows)
-    ground_truth: str | None = None  # per-row CSV/parquet; None: the organism's (with its data)
-    duplicates_column: str = "dup_count"
-    memorization: str | None = None  # an existing memorization run dir or parquet to reuse
-    prefix_len: int = 32
-    blocks: str = "all"
-    kind: str = "identity"
-    decode: bool = False  # True: also decode freely (token_accuracy); exact_match is exact anyway
-    batch_size: int = 32
-    variants: str = "all"  # "all" or e.g. "k6-c10-mean,k8-c16-max"
-    seeds: int = 3
-    # the CNN's training (``cnn.TrainConfig``, built by ``train_config``): flat here, as the CLI
-    # flags and the stored run config have them; the defaults are TrainConfig's own
-    epochs: int = cnn.TrainConfig.epochs
-    lr: float = cnn.TrainConfig.lr
-    weight_decay: float = cnn.TrainConfig.weight_decay
-    train_batch_size: int = cnn.TrainConfig.batch_size
-    test_fraction: float = cnn.TrainConfig.test_fraction
-    min_class_size: int = 4
-    localize: bool = True
-    taxonomies: tuple[str, ...] = field(default_factory=lambda: tuple(labels.TAXONOMIES))
-    out: str | None = None
-    device: str = "auto"
-    dtype: str = "float32"
-    progress: bool = True
-
-    def variant_list(self) -> list[cnn.CNNVariant]:
-        if self.variants == "all":
-            return list(cnn.VARIANTS)
-        return [cnn.CNNVariant.parse(v.strip()) for v in self.variants.split(",") if v.strip()]
-
-    def train_config(self) -> cnn.TrainConfig:
-        return cnn.TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.train_batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            test_fraction=self.test_fraction,
-        )
 
 
 def _resolve_inputs(cfg: TaxonomyConfig) -> tuple[str, str | None]:
@@ -90,19 +46,43 @@ def _read_table(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
 
 
+def reused_verdicts(path: str | Path, record: dict, n_samples: int) -> pd.DataFrame:
+    """A memorization table of another run, refused unless it is of this model and data: the
+    weights' and the data's content hashes when that run recorded them, else the table's
+    ``model`` and ``dataset`` columns."""
+    table = _read_table(path)
+    meta = Path(path) / "config.json"
+    theirs = json.loads(meta.read_text())["config"] if meta.is_file() else {}
+    ours, where = record["identity"], f"--memorization {path}"
+    if "identity" in theirs:
+        changed = [
+            k for k in ("weights_sha256", "data_sha256") if theirs["identity"].get(k) != ours[k]
+        ]
+        if changed:
+            what = " and ".join(
+                {"weights_sha256": "model", "data_sha256": "data"}[k] for k in changed
+            )
+            raise UserError(f"{where} is a run of another {what} (its {', '.join(changed)} differ)")
+    else:
+        models = sorted(set(table["model"].astype(str)))
+        if models != [record["model"]]:
+            raise UserError(f"{where} holds verdicts of {models}, not of {record['model']}")
+    if len(table) and int(table["sample"].max()) >= n_samples:
+        raise UserError(
+            f"{where} has sample {int(table['sample'].max())}; the data has {n_samples}"
+        )
+    log.info("reusing memorization verdicts from %s (%d rows)", path, len(table))
+    return table
+
+
 def memorization_verdicts(cfg: TaxonomyConfig, model, tokens: np.ndarray, run) -> pd.DataFrame:
     """The engine's table: reused from ``cfg.memorization`` or swept into this run."""
     if cfg.memorization is not None:
-        table = _read_table(cfg.memorization)
-        log.info("reusing memorization verdicts from %s (%d rows)", cfg.memorization, len(table))
-        return table
-    from workbench.interventions import CLEAN, parse_blocks, single_block_sweep
+        return reused_verdicts(cfg.memorization, run.config, len(tokens))
+    from workbench.interventions import interventions_from
     from workbench.memorization import sweep
 
-    interventions = [
-        CLEAN,
-        *single_block_sweep(parse_blocks(cfg.blocks, model.cfg.n_layers), kind=cfg.kind),
-    ]
+    interventions = interventions_from(cfg.blocks, model.cfg.n_layers, kind=cfg.kind)
     return sweep(
         model,
         tokens,
@@ -110,7 +90,7 @@ def memorization_verdicts(cfg: TaxonomyConfig, model, tokens: np.ndarray, run) -
         prefix_len=cfg.prefix_len,
         batch_size=max(cfg.batch_size, 64),
         decode=cfg.decode,
-        progress=cfg.progress,
+        progress=bool(cfg.progress),
         run=run,
     )
 
@@ -171,26 +151,28 @@ def _class_labels(table: pd.DataFrame, taxonomy: str, min_size: int) -> tuple[np
 def run(cfg: TaxonomyConfig) -> dict:
     """Run the study; returns the tables (and the run path) also saved in the run directory."""
     from workbench.memorization import load_inputs
-    from workbench.runs import Run
+    from workbench.organism import registry
+    from workbench.runs import Run, check_out, default_out, identity
 
     data, gt_path = _resolve_inputs(cfg)
+    model_name = str(cfg.model or registry.DEFAULT_MODEL)
+    record = {
+        **cli.recorded(cfg),
+        "model": model_name,
+        "data": data,
+        "ground_truth": gt_path,
+        "identity": identity(model_name, data),
+    }
+    out = cfg.out or default_out("taxonomy", model_name, record)
+    check_out(out, record, overwrite=cfg.overwrite)
     model, model_name, samples = load_inputs(
         cfg.model, data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
     )
     tokens = samples.tokens
     truth = None if gt_path is None else _read_table(gt_path)
     if truth is not None and len(truth) != len(tokens):
-        raise ValueError(f"ground truth {gt_path} has {len(truth)} rows for {len(tokens)} samples")
-    out = cfg.out or f"runs/taxonomy-{Path(model_name).name}"
-    record = {
-        **asdict(cfg),
-        "out": None,
-        "progress": None,
-        "model": model_name,
-        "data": data,
-        "ground_truth": gt_path,
-    }
-    run_ = Run.open(out, record)
+        raise UserError(f"ground truth {gt_path} has {len(truth)} rows for {len(tokens)} samples")
+    run_ = Run.open(out, record, overwrite=cfg.overwrite)
 
     mem = memorization_verdicts(cfg, model, tokens, run_)
     table = sample_labels(

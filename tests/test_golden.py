@@ -1,0 +1,55 @@
+"""The tables the commands write are bit-identical to those of the code before the command-line
+layer (``tests/golden/``, written by ``tests/golden/make_golden.py`` at commit 750a033)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden"
+sys.path.insert(0, str(GOLDEN))
+
+from make_golden import COMMANDS  # noqa: E402
+from tiny_models import write_tiny_neox  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def golden_model(tmp_path_factory) -> Path:
+    return write_tiny_neox(tmp_path_factory.mktemp("golden") / "tiny-neox")
+
+
+def _same(new: pd.DataFrame, old: pd.DataFrame) -> None:
+    assert list(new.columns) == list(old.columns) and len(new) == len(old)
+    new, old = new.assign(model="m"), old.assign(model="m")  # the checkpoint's path differs
+    if "generated" in old:
+        assert [None if g is None else list(g) for g in new.pop("generated")] == [
+            None if g is None else list(g) for g in old.pop("generated")
+        ]
+    assert new.dtypes.equals(old.dtypes)
+    assert new.equals(old)  # exact: NaN where NaN, every float to the bit
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_tables_are_bit_identical_to_the_golden_ones(name, golden_model, tmp_path, capsys):
+    from workbench import bounds, memorization
+
+    cmd = bounds if name == "bounds" else memorization
+    argv = ["--model", str(golden_model), "--data", str(GOLDEN / "inputs.npy")]
+    cmd.main([*argv, "--out", str(tmp_path / "run"), "--device", "cpu", *COMMANDS[name].split()])
+    tables = ["layers", "samples", "memorization"] if name == "bounds" else ["memorization"]
+    for table in tables:
+        new = pd.read_parquet(tmp_path / "run" / f"{table}.parquet")
+        _same(new, pd.read_parquet(GOLDEN / f"{name}.{table}.parquet"))
+
+
+def test_the_golden_inputs_are_what_the_script_makes(golden_model):
+    from make_golden import inputs
+
+    from workbench.models import load_model
+
+    stored = np.load(GOLDEN / "inputs.npy")
+    assert np.array_equal(inputs(load_model(golden_model, device="cpu")), stored)
