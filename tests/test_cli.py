@@ -267,6 +267,11 @@ def test_taxonomy_refuses_verdicts_of_another_model_or_data(tmp_path):
     pd.DataFrame({"model": ["other"], "sample": [0]}).to_parquet(bare)
     with pytest.raises(UserError, match="verdicts of"):
         reused_verdicts(bare, ours, 4)
+    pd.DataFrame({"sample": [0]}).to_parquet(bare)  # nothing says whose verdicts they are
+    with pytest.raises(UserError, match="no model column"):
+        reused_verdicts(bare, ours, 4)
+    pd.DataFrame({"model": ["m"], "sample": [0]}).to_parquet(bare)
+    assert len(reused_verdicts(bare, ours, 4)) == 1
 
 
 def test_reproduce_compares_configs_before_trusting_a_table(tiny_neox_dir, tmp_path):

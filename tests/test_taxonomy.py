@@ -302,7 +302,7 @@ def test_cli_on_a_tiny_model_with_hand_made_verdicts(tiny_neox_dir, tmp_path):
     np.save(data, tokens)
     memorized = np.r_[np.ones(24, bool), np.zeros(12, bool)]
     mem = tmp_path / "mem.parquet"
-    hand_memorization(n, memorized, 3).to_parquet(mem)
+    hand_memorization(n, memorized, 3).assign(model=str(tiny_neox_dir)).to_parquet(mem)
     gt = tmp_path / "gt.csv"
     pd.DataFrame({"kind": ["k"] * n, "dup_count": np.r_[np.full(18, 8), np.full(18, 1)]}).to_csv(
         gt, index=False

@@ -2,9 +2,10 @@
 
 From a member's stored runs (``workbench.reproduce``: the memorization table of the memorized
 set and the benchmark table of its local tasks), ``block_table`` gives, for the unmodified model
-and each short-circuited block, over the samples of the set the member itself reproduces: exact match (Wilson interval), free-running token accuracy
-(normal interval of the mean), and accuracy per task group (items pooled over the group's tasks,
-Wilson interval). ``paper_claims`` then tests, with stated thresholds, the paper's two claims:
+and each short-circuited block, over the samples of the set the member itself reproduces:
+exact match (Wilson interval), free-running token accuracy (normal interval of the mean), and
+accuracy per task group (items pooled over the group's tasks, Wilson interval). ``paper_claims``
+then tests, with stated thresholds, the paper's two claims:
 
 * **late**: short-circuiting a late block (last third) lowers memorization (the block's exact
   match interval lies below the clean exact match) while accuracy stays near the clean model

@@ -10,8 +10,9 @@ and deterministic kernels; the member's seed sets the initialisation only. A res
 optimizer, step) is written to the work directory every ``save_every`` steps, so a run cut off
 at any point continues from its last state and ends with the same weights as an uninterrupted
 one (same thread count). The final checkpoint directory gets the Hugging Face files (float32;
-half precision for ``members.HALF_PRECISION``), the tokenizer and ``training_log.json``; each step in ``Member.checkpoints`` is also saved, in
-half precision, as ``checkpoints/step<N>/`` (``load_model(member, checkpoint=N)``).
+half precision for ``members.HALF_PRECISION``), the tokenizer and ``training_log.json``; each
+step in ``Member.checkpoints`` is also saved, in half precision, as ``checkpoints/step<N>/``
+(``load_model(member, checkpoint=N)``).
 """
 
 from __future__ import annotations

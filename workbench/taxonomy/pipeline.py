@@ -63,6 +63,8 @@ def reused_verdicts(path: str | Path, record: dict, n_samples: int) -> pd.DataFr
                 {"weights_sha256": "model", "data_sha256": "data"}[k] for k in changed
             )
             raise UserError(f"{where} is a run of another {what} (its {', '.join(changed)} differ)")
+    elif "model" not in table.columns:
+        raise UserError(f"{where} has no config.json and no model column: whose verdicts?")
     else:
         models = sorted(set(table["model"].astype(str)))
         if models != [record["model"]]:
