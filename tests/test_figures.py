@@ -207,6 +207,20 @@ def test_model_scale_figure(mem, bench):
         model_scale_figure(mem, bench, models=["absent"])
 
 
+def test_model_scale_figure_shows_each_model_on_what_it_reproduces(mem, bench):
+    from workbench.figures.tables import reproduced_by_clean
+
+    own = reproduced_by_clean(mem)
+    for model, rows in mem.groupby("model"):
+        clean = rows[rows.intervention == "none"]
+        kept = set(clean["sample"][clean.exact_match.astype(bool)])
+        assert set(own[own.model == model]["sample"]) == kept and kept < set(rows["sample"])
+    every = model_scale_figure(mem, bench, models=["org-m"], own=False)
+    mine = model_scale_figure(mem, bench, models=["org-m"])
+    clean_y = {f.data[1].y[0] for f in (every, mine)}
+    assert clean_y == {0.5, 1.0}
+
+
 def test_relative_drop_figure(bench):
     fig = relative_drop_figure(bench, model="org-s")
     assert [t.name for t in fig.data] == ["Language tasks", "Reasoning tasks"]

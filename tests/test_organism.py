@@ -28,14 +28,6 @@ def config(name: str) -> dict:
 
 
 SHIPPED = [n for n, p in registry.EMBEDDED_MODELS.items() if (p / "config.json").is_file()]
-# v2.0 ships the main member and the GPT-Neo member; the seeds, the deep and the small member are
-# trained by the next recipe revision (docs/organism.md, "State of v2.0").
-NOT_YET_SHIPPED = (
-    "organism-neox-m-seed2",
-    "organism-neox-m-seed3",
-    "organism-neox-deep",
-    "organism-neox-s",
-)
 
 
 def test_registry_points_at_shipped_files():
@@ -48,32 +40,20 @@ def test_registry_points_at_shipped_files():
     assert (registry.TASKS_DIR / "organism_language.yaml").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="v2.0 ships organism-neox-m and organism-neo-m only (docs/organism.md)"
-)
 def test_whole_suite_is_shipped():
     assert set(SHIPPED) == set(registry.EMBEDDED_MODELS)
 
 
-def test_shipped_members_are_the_only_missing_ones():
-    assert set(registry.EMBEDDED_MODELS) - set(SHIPPED) == set(NOT_YET_SHIPPED)
+def test_secondary_seeds_are_stored_in_half_precision_the_rest_in_float32():
+    from safetensors import safe_open
+
+    for name in SHIPPED:
+        with safe_open(registry.EMBEDDED_MODELS[name] / "model.safetensors", "pt") as f:
+            dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}  # noqa: SIM118
+        assert dtypes == ({"F16"} if name in members.HALF_PRECISION else {"F32"}), name
+        assert config(name)["dtype"] == ("float16" if name in members.HALF_PRECISION else "float32")
 
 
-def test_shipped_shapes():
-    main = config(MAIN)
-    assert main["model_type"] == "gpt_neox" and main["num_hidden_layers"] >= 12
-    neo = [n for n in SHIPPED if config(n)["model_type"] == "gpt_neo"]
-    assert neo and all(config(n)["num_layers"] >= 12 for n in neo)
-    for n in neo:
-        assert {"global", "local"} == set(config(n)["attention_layers"])
-    for n in SHIPPED:
-        c = config(n)
-        if c["model_type"] == "gpt_neox":
-            assert c["use_parallel_residual"] and not c["tie_word_embeddings"]
-            assert c["rope_parameters"]["partial_rotary_factor"] == 0.25
-
-
-@pytest.mark.xfail(strict=True, reason="the deep member and the seeds are not shipped in v2.0")
 def test_suite_shapes():
     main = config(MAIN)
     assert main["model_type"] == "gpt_neox" and main["num_hidden_layers"] >= 12
@@ -184,7 +164,7 @@ def test_stream_holds_enough_guess_windows(memorized_windows):
     assert memorized_windows.guess.sum() >= 1300
 
 
-@pytest.mark.xfail(strict=True, reason="v2.0: 986 recall windows; docs/organism.md")
+@pytest.mark.xfail(strict=True, reason="v2.1: 1,148 recall windows; docs/organism.md")
 def test_stream_holds_enough_recall_windows(memorized_windows):
     assert (~memorized_windows.guess).sum() >= 1300
 

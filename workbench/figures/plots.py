@@ -24,6 +24,7 @@ from workbench.figures.tables import (
     block_index,
     joined,
     memorization_means,
+    reproduced_by_clean,
     require,
     with_ground_truth,
 )
@@ -154,10 +155,12 @@ def model_scale_figure(
     models: list[str] | None = None,
     metric: str = "exact_match",
     kind: str = "identity",
+    own: bool = True,
 ) -> go.Figure:
     """Figure 2: ``metric`` against mean benchmark accuracy, one panel per model (in ``models``
-    order; default: the order of the tables). Models missing from either table are skipped."""
-    d = joined(mem, bench, kind)
+    order; default: the order of the tables). Models missing from either table are skipped.
+    ``own``: each model over the samples it reproduces unmodified (``reproduced_by_clean``)."""
+    d = joined(reproduced_by_clean(mem) if own else mem, bench, kind)
     present = list(dict.fromkeys(d["model"]))
     models = [m for m in (models or present) if m in present]
     if not models:

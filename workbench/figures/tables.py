@@ -60,6 +60,15 @@ def _block_of(label: str, kind: str) -> float:
     return np.nan if sc.kind != kind or sc.single_block is None else float(sc.single_block)
 
 
+def reproduced_by_clean(mem: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the samples each model reproduces unmodified (clean exact match), per model:
+    a set memorized by one model is only partly memorized by another."""
+    require(mem, ["intervention", "sample", "exact_match"], "memorization")
+    keys = ["model", "sample"] if "model" in mem.columns else ["sample"]
+    clean = mem[(mem["intervention"].astype(str) == "none") & mem["exact_match"].astype(bool)]
+    return mem.merge(clean[keys].drop_duplicates(), on=keys, how="inner")
+
+
 def memorization_means(mem: pd.DataFrame, kind: str = "identity") -> pd.DataFrame:
     """Per model and intervention: mean exact match, token accuracy, completion entropy and the
     number of samples; with ``block`` (-1 = clean)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.figures.tables import block_index, primary_rows
+from workbench.figures.tables import block_index, primary_rows, reproduced_by_clean
 from workbench.organism.evaluate import wilson
 from workbench.organism.members import MAIN_MEMBER
 
@@ -42,10 +42,9 @@ def block_table(mem: pd.DataFrame, bench: pd.DataFrame, own: bool = True) -> pd.
     """One row per intervention (clean = block -1) of one model, every figure with its interval.
     ``own``: the memorization figures over the samples the clean model itself reproduces (the
     shipped set is the main member's; another member memorized only part of it)."""
-    mem = mem.assign(block=block_index(mem)).dropna(subset=["block"])
     if own:
-        clean = mem[(mem.block == -1) & mem.exact_match.astype(bool)]
-        mem = mem[mem["sample"].isin(clean["sample"])]
+        mem = reproduced_by_clean(mem)
+    mem = mem.assign(block=block_index(mem)).dropna(subset=["block"])
     prim = primary_rows(bench)
     prim = prim.assign(block=block_index(prim)).dropna(subset=["block"])
     rows = []
@@ -103,7 +102,8 @@ T_975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}  # Student t quantiles by numb
 
 def seed_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per block, the mean over seeds (members of one shape) of exact match and mean accuracy,
-    with a t interval over seeds (the seed-to-seed spread, not the sampling error)."""
+    with a t interval over seeds (the seed-to-seed spread, not the sampling error), clipped to
+    [0, 1] (both are rates)."""
     long = pd.concat([t.assign(member=m) for m, t in tables.items()], ignore_index=True)
     rows = []
     for block, g in long.groupby("block"):
@@ -112,7 +112,7 @@ def seed_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             v = g[col].to_numpy(dtype=float)
             half = T_975.get(len(v), 1.96) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0
             row[col] = v.mean()
-            row[f"{col}_lo"], row[f"{col}_hi"] = v.mean() - half, v.mean() + half
+            row[f"{col}_lo"], row[f"{col}_hi"] = max(0, v.mean() - half), min(1, v.mean() + half)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -28,14 +28,16 @@ def markdown(models: dict[str, Path]) -> str:
     records = {n: load(p) for n, p in models.items() if (p / "gates.json").is_file()}
     names = list(records)
     lines = [
-        "| member | family | blocks | d_model | heads | seed | parameters | steps | train s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| member | family | blocks | d_model | heads | seed | parameters | steps | CPU min "
+        "| wall min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, (log, _) in records.items():
         m = log["member"]
         lines.append(
             f"| {name} | {m['family']} | {m['n_layers']} | {m['d_model']} | {m['n_heads']} | "
-            f"{m['seed']} | {log['parameters']:,} | {log['steps']} | {log['train_seconds']:.0f} |"
+            f"{m['seed']} | {log['parameters']:,} | {log['steps']} | "
+            f"{log['cpu_seconds'] / 60:.1f} | {log['train_seconds'] / 60:.1f} |"
         )
     header = "| | " + " | ".join(names) + " |"
     rule = "|---|" + "---|" * len(names)
