@@ -98,3 +98,20 @@ def test_of_two_racing_processes_exactly_one_creates_the_run(tmp_path):
         winner = next(v for v, o in outcome.items() if o == "opened")
         assert json.loads((path / "config.json").read_text())["config"]["prefix_len"] == winner
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_benchmark_run_records_the_task_files_it_reads(tmp_path):
+    """Edited task items change the run's identity, so a rerun does not resume stale results."""
+    from workbench.benchmarks import run_record
+    from workbench.commands import BenchmarkConfig
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "t.yaml").write_text("task: t\n")
+    (tasks / "t.jsonl").write_text('{"context": "a", "choices": ["b"], "gold": 0}\n')
+    record = lambda: run_record(BenchmarkConfig(include_path=[str(tasks)]), "m")  # noqa: E731
+    before = record()["identity"]["tasks_sha256"]
+    assert set(before) >= {str(tasks)}
+    assert record()["identity"]["tasks_sha256"] == before
+    (tasks / "t.jsonl").write_text('{"context": "a", "choices": ["c"], "gold": 0}\n')
+    assert record()["identity"]["tasks_sha256"][str(tasks)] != before[str(tasks)]

@@ -106,10 +106,14 @@ def interventions_for(cfg: BenchmarkConfig, n_layers: int) -> list[ShortCircuit]
 
 
 def run_record(cfg: BenchmarkConfig, model_name: str) -> dict:
-    """What a benchmark run records (and compares on reopening)."""
-    from workbench.runs import identity
+    """What a benchmark run records (and compares on reopening): the local task files' digest
+    too (the organism's tasks and ``include_path``), so edited items do not resume."""
+    from workbench.runs import identity, tree_digest
 
-    return {**cli.recorded(cfg), "model": str(model_name), "identity": identity(model_name)}
+    dirs = [getattr(registry, "TASKS_DIR", None), *cfg.include_path]
+    tasks = {str(d): tree_digest(Path(d)) for d in dirs if d is not None and Path(d).is_dir()}
+    ident = {**identity(model_name), "tasks_sha256": tasks}
+    return {**cli.recorded(cfg), "model": str(model_name), "identity": ident}
 
 
 def check_tasks(tm, tasks: Sequence[str]) -> None:

@@ -198,6 +198,14 @@ def _dir_digest(path: Path, patterns: tuple[str, ...] = WEIGHT_FILES) -> str:
     return h.hexdigest()
 
 
+def tree_digest(path: Path) -> str:
+    """SHA-256 over (relative path, SHA-256 of the contents) of every file under ``path``."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(f"{f.relative_to(path).as_posix()}\0{file_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
 def model_identity(model: str | None, checkpoint: int | None = None) -> dict[str, Any]:
     """What identifies a model's weights: the digest of its files (embedded member, local
     checkpoint, or a hub model's snapshot in the local cache), else its hub name and revision."""
