@@ -29,7 +29,7 @@ def _organism_shipped() -> bool:
         getattr(registry, "DEFAULT_GROUND_TRUTH", None),
         getattr(registry, "TASKS_DIR", None),
     ]
-    # the notebooks use the default member only (the whole suite is not shipped in v2.0)
+    # the notebooks use the default member only
     return path is not None and all(
         p is not None and Path(p).exists() for p in [*needed, path / "config.json"]
     )

@@ -23,13 +23,9 @@ def load_code_close(**kwargs) -> datasets.DatasetDict:
     return _load("organism_code_close")
 
 
-def load_arithmetic(**kwargs) -> datasets.DatasetDict:
-    return _load("organism_arithmetic")
-
-
 def load_compare(**kwargs) -> datasets.DatasetDict:
     return _load("organism_compare")
 
 
-def load_induction(**kwargs) -> datasets.DatasetDict:
-    return _load("organism_induction")
+def load_successor(**kwargs) -> datasets.DatasetDict:
+    return _load("organism_successor")
