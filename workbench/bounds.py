@@ -48,6 +48,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,11 +64,12 @@ from workbench.commands import BoundsConfig
 from workbench.errors import UserError
 from workbench.figures import StaticExportError, save
 from workbench.interventions import CLEAN, ShortCircuit, parse_blocks
+from workbench.runner import Loader, Unit, run_units, slices
 
 log = logging.getLogger(__name__)
 
 RTOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
-TABLES = ("layers", "tokens", "samples", "memorization", "jacobian")
+TABLES = ("layers", "tokens", "samples", "memorization", "jacobian")  # "layers": every unit
 
 
 def norm_dtype(model: HookedTransformer) -> torch.dtype:
@@ -258,6 +260,48 @@ class Tracker:
         return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
+@dataclass(frozen=True, eq=False)
+class BoundsJob:
+    """The evaluation of one unit (a batch of rows, the clean model and single blocks): its rows
+    of every table in ``TABLES`` (``jacobian`` on the first batch only)."""
+
+    tokens: Int[Tensor, "n seq"]
+    prefix_len: int = 32
+    sigma_floor: float | None = None
+    jacobian_samples: int = 4
+    jacobian_iters: int = 10
+    decode: bool = True
+    token_table: bool = True
+    model_name: str | None = None  # the rows' model (default: the unit's)
+
+    def __call__(self, model: HookedTransformer, unit: Unit) -> dict[str, pd.DataFrame]:
+        from workbench.memorization import sweep
+
+        name = self.model_name or unit.model
+        blocks = [sc.blocks[0] for sc in unit.interventions if not sc.is_clean]
+        tracker = Tracker(model, blocks, self.prefix_len, self.sigma_floor, self.tokens.shape[1])
+        batch = tracker.tokens = self.tokens[unit.start : unit.stop]
+        mem = sweep(
+            model,
+            batch.numpy(),
+            unit.interventions,
+            prefix_len=self.prefix_len,
+            batch_size=len(batch),
+            decode=self.decode,
+            observer=tracker.observer,
+            progress=False,
+            model_name=name,
+        )
+        mem["sample"] += unit.start
+        out = tracker.finish_batch(unit.start, name, self.token_table)
+        out["memorization"] = mem
+        if unit.start == 0 and self.jacobian_samples > 0 and self.jacobian_iters > 0 and blocks:
+            out["jacobian"] = tracker.jacobian(
+                self.jacobian_samples, self.jacobian_iters, unit.start, name
+            )
+        return out
+
+
 def compute_bounds(
     model: HookedTransformer,
     tokens: Int[Tensor, "n seq"] | np.ndarray,
@@ -272,55 +316,41 @@ def compute_bounds(
     token_table: bool = True,
     run=None,
     model_name: str = "",
+    executor: str = "serial",
+    ray_address: str | None = None,
+    load: Loader | None = None,
+    progress: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """The three tiers and the memorization scores of the same passes; tidy tables by name.
 
     Tables: ``layers`` (block × layer × sample, max over tokens), ``tokens`` (… × token),
     ``samples`` (block × sample: KL and max |Δ log p(true token)| over the suffix, joined with the
     memorization scores), ``memorization`` (the engine's own rows), ``jacobian`` (layer × sample).
+    One unit of ``workbench.runner`` per batch (resumable with ``run``; ``executor="ray"``: Ray
+    tasks that load the model named ``model_name`` with ``load``).
     """
-    from workbench.memorization import sweep
-
     tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
     blocks = sorted(range(model.cfg.n_layers) if blocks is None else set(blocks))
     model_name = model_name or model.cfg.model_name
-    tracker = Tracker(model, blocks, prefix_len, sigma_floor, n_pos=tokens.shape[1])
-    interventions = [CLEAN, *(ShortCircuit(b) for b in blocks)]
-    parts: dict[str, list[pd.DataFrame]] = {k: [] for k in TABLES}
-    for b, first in enumerate(range(0, len(tokens), batch_size)):
-        key = f"batch{b:06d}"
-        if run is not None and run.has("layers", key):
-            continue
-        batch = tokens[first : first + batch_size]
-        tracker.tokens = batch
-        mem = sweep(
-            model,
-            batch.numpy(),
-            interventions,
-            prefix_len=prefix_len,
-            batch_size=len(batch),
-            decode=decode,
-            observer=tracker.observer,
-            progress=False,
-            model_name=model_name,
-        )
-        mem["sample"] += first
-        out = tracker.finish_batch(first, model_name, token_table)
-        out["memorization"] = mem
-        if b == 0 and jacobian_samples > 0 and jacobian_iters > 0 and blocks:
-            out["jacobian"] = tracker.jacobian(jacobian_samples, jacobian_iters, first, model_name)
-        tracker._reset()
-        # "layers" marks a finished batch on resume, so it is saved last
-        for name in sorted(out, key=lambda table: table == "layers"):
-            if run is not None:
-                run.save(name, key, out[name])
-            parts[name].append(out[name])
-    if run is not None:
-        tables = {name: run.finish(name) for name in TABLES}
-    else:
-        tables = {
-            k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in parts.items()
-        }
+    job = BoundsJob(
+        tokens, prefix_len, sigma_floor, jacobian_samples, jacobian_iters, decode, token_table
+    )
+    interventions = (CLEAN, *(ShortCircuit(b) for b in blocks))
+    units = [
+        Unit(model_name, None, interventions, a, b) for a, b in slices(len(tokens), batch_size)
+    ]
+    tables = run_units(
+        units,
+        job,
+        tables=TABLES,
+        run=run,
+        load=load or Loader(),
+        preloaded={(model_name, None): model} if executor == "serial" else None,
+        executor=executor,
+        ray_address=ray_address,
+        progress=progress,
+        desc="bounds",
+    )
     mem = tables["memorization"]
     if not tables["samples"].empty and not mem.empty:
         scores = mem[["intervention", "sample", "exact_match", "token_accuracy"]]
@@ -483,6 +513,10 @@ def execute(cfg: BoundsConfig) -> dict[str, pd.DataFrame]:
         token_table=cfg.token_table,
         run=run,
         model_name=model_name,
+        executor=cfg.executor,
+        ray_address=cfg.ray_address,
+        load=Loader(cfg.device, cfg.dtype),
+        progress=bool(cfg.progress),
     )
     table = summary(tables)
     table.to_csv(out / "summary.csv")

@@ -106,7 +106,8 @@ def run_benchmarks(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
         out=str(out),
         overwrite=cfg.overwrite,
     )
-    check_out(out, run_record(bcfg, name), overwrite=cfg.overwrite)  # before trusting a table
+    record = run_record(bcfg, [(name, None)])
+    check_out(out, record, overwrite=cfg.overwrite)  # before trusting a table
     if not cfg.overwrite and (out / "benchmarks.parquet").exists():
         return
     bench(bcfg, model=model)
