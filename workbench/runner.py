@@ -60,7 +60,8 @@ class Unit:
 
     @property
     def key(self) -> str:
-        """JSON of the fields (interventions by label): stable, and :meth:`from_key` inverts it."""
+        """JSON of the fields, interventions by label: stable, and :meth:`from_key` inverts it
+        (every record without a block, which changes nothing, is the clean model ``none``)."""
         labels = [sc.label for sc in self.interventions]
         fields = [self.model, self.checkpoint, labels, self.start, self.stop, self.task]
         return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
@@ -213,7 +214,7 @@ def merge(
 
 
 # ----------------------------------------------------------------------------- Ray
-def gpus_per_task(cluster_gpus: float, device: str) -> int:
+def gpus_per_task(cluster_gpus: float | int, device: str) -> int:
     """1 when the cluster has a GPU and the device may be CUDA (auto, cuda, cuda:N), else 0."""
     return int(cluster_gpus > 0 and (device == "auto" or device.startswith("cuda")))
 
