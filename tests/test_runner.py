@@ -105,6 +105,19 @@ def test_the_runner_is_what_the_sweep_was(tiny_neox):
     assert df.drop(columns="generated").equals(one.drop(columns="generated"))
 
 
+def test_a_subset_keeps_the_rows_of_the_set(tiny_neox, tmp_path):
+    """reproduce's subsets: ``sample`` is the row of the whole set, resumable like any run."""
+    tokens = _tokens(tiny_neox, n=12)
+    rows = np.array([0, 3, 4, 8, 11])
+    ivs = [CLEAN, ShortCircuit(2)]
+    kw = dict(prefix_len=16, batch_size=2, progress=False)
+    run = Run.open(tmp_path / "run", {"t": 1})
+    ours = memorization.sweep(tiny_neox, tokens[rows], ivs, run=run, sample_ids=rows, **kw)
+    plain = memorization.sweep(tiny_neox, tokens[rows], ivs, run=Run.open(tmp_path / "p", {}), **kw)
+    assert list(ours["sample"]) == list(rows) * 2
+    assert ours.drop(columns="sample").equals(plain.drop(columns="sample"))
+
+
 interventions = st.builds(
     ShortCircuit,
     st.lists(st.integers(0, 40), max_size=3),
@@ -206,13 +219,17 @@ def ray_cluster():
 def test_ray_equals_the_golden_tables(ray_cluster, tmp_path):
     """Each command on Ray tasks writes the tables the golden files pin (serial, old code)."""
     sys.path.insert(0, str(GOLDEN))
-    from make_golden import COMMANDS
+    from make_golden import BENCHMARK_TABLES, COMMANDS, run_benchmarks
     from test_golden import _same
     from tiny_models import write_tiny_neox
 
     from workbench import bounds
 
     model_dir = write_tiny_neox(tmp_path / "tiny-neox")
+    out = run_benchmarks(model_dir, tmp_path, "--executor", "ray")
+    for table in BENCHMARK_TABLES:
+        new = pd.read_parquet(out / f"{table}.parquet")
+        _same(new, pd.read_parquet(GOLDEN / f"benchmarks.{table}.parquet"))
     for name in ("memorization", "bounds"):
         cmd = bounds if name == "bounds" else memorization
         out = tmp_path / name

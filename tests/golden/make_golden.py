@@ -53,7 +53,7 @@ def inputs(model) -> np.ndarray:
     return tokens.numpy()
 
 
-def run_benchmarks(model_dir: Path, tmp: Path) -> Path:
+def run_benchmarks(model_dir: Path, tmp: Path, *extra: str) -> Path:
     """The golden benchmark command into ``tmp / "benchmarks"``; returns the run directory."""
     from test_lm_eval_adapter import write_tiny_tasks
 
@@ -61,7 +61,7 @@ def run_benchmarks(model_dir: Path, tmp: Path) -> Path:
 
     tasks, out = write_tiny_tasks(tmp / "tasks"), tmp / "benchmarks"
     argv = ["--model", str(model_dir), "--include-path", str(tasks), "--out", str(out)]
-    benchmarks.main([*argv, *BENCHMARKS.split()])
+    benchmarks.main([*argv, *BENCHMARKS.split(), *extra])
     return out
 
 
