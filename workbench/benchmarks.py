@@ -333,7 +333,7 @@ def run_benchmarks(
     run = Run.open(out, record, overwrite=cfg.overwrite)
     sweeps = {}
     for name in dict.fromkeys(m for m, _ in groups):
-        hooked = preloaded.get((name, None)) or load(name, None)
+        hooked = preloaded[(name, None)] if (name, None) in preloaded else load(name, None)
         sweeps[name] = tuple(interventions_for(cfg, hooked.cfg.n_layers))
         del hooked
     units = [Unit(m, c, sweeps[m], task=item) for m, c in groups for item in items]
