@@ -207,6 +207,69 @@ def test_a_sweep_over_checkpoints_of_the_organism(organism_set, tmp_path, capsys
     assert nll[300] < nll[100]  # the checkpoints are different weights (training goes on)
 
 
+def test_a_sweep_over_models(tiny_neox_dir, tiny_neo_dir, tiny_neox, tiny_neo, tmp_path, capsys):
+    """--models: each model's rows (its own blocks) are those of a sweep of that model alone."""
+    tokens = np.load(GOLDEN / "inputs.npy")[:6]
+    np.save(tmp_path / "set.npy", tokens)
+    names = [str(tiny_neox_dir), str(tiny_neo_dir)]
+    argv = ["--models", *names, "--data", str(tmp_path / "set.npy"), "--batch-size", "4"]
+    df = memorization.main([*argv, "--device", "cpu", "--out", str(tmp_path / "r"), "--no-decode"])
+    assert list(dict.fromkeys(df.model)) == names
+    for name, model in zip(names, (tiny_neox, tiny_neo), strict=True):
+        ivs = [CLEAN, *single_block_sweep(range(model.cfg.n_layers))]
+        alone = memorization.sweep(
+            model, tokens, ivs, decode=False, progress=False, model_name=name, dataset_name="set"
+        )
+        assert df[df.model == name].reset_index(drop=True).equals(alone)
+
+
+def test_model_and_models_together_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        memorization.main(["--model", ORGANISM, "--models", ORGANISM, "--out", str(tmp_path / "r")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: give --model or --models, not both"
+
+
+def test_benchmarks_over_checkpoints(tmp_path, capsys):
+    """Each checkpoint's rows are those of a plain benchmark run of that checkpoint."""
+    from test_lm_eval_adapter import write_tiny_tasks
+
+    from workbench import benchmarks
+    from workbench.models import load_model
+
+    tasks = write_tiny_tasks(tmp_path / "tasks")
+    kw = dict(
+        tasks=["tiny_mc", "tiny_ppl"], include_path=[str(tasks)], blocks="0", limit=3, device="cpu"
+    )
+    kw.update(bootstrap_iters=0, batch_size=4)
+    cfg = benchmarks.BenchmarkConfig(
+        model=ORGANISM, checkpoints=[100, 300], out=str(tmp_path / "r")
+    )
+    for name, value in kw.items():
+        setattr(cfg, name, value)
+    table, summary = benchmarks.run_benchmarks(cfg)
+    assert sorted(zip(summary.checkpoint, summary.intervention, strict=True)) == [
+        (100, "identity:0"),
+        (100, "none"),
+        (300, "identity:0"),
+        (300, "none"),
+    ]
+    assert (summary[summary.intervention == "none"].relative_drop == 0).all()
+    assert list(table.columns[:2]) == ["model", "checkpoint"]
+    assert set(zip(table.checkpoint, table.intervention, strict=True)) == {
+        (c, lab) for c in (100, 300) for lab in ("none", "identity:0")
+    }
+    for step in (100, 300):
+        one = benchmarks.BenchmarkConfig(model=ORGANISM, out=str(tmp_path / f"s{step}"), **kw)
+        alone, _ = benchmarks.run_benchmarks(
+            one, model=load_model(ORGANISM, checkpoint=step, device="cpu")
+        )
+        ours = table[table.checkpoint == step].drop(columns="checkpoint").reset_index(drop=True)
+        assert ours.equals(alone)
+    ppl = table[table.metric == "word_perplexity"].set_index(["checkpoint", "intervention"])
+    assert ppl.value[100, "none"] != ppl.value[300, "none"]  # two different sets of weights
+
+
 # ----------------------------------------------------------------------------- Ray
 @pytest.fixture(scope="module")
 def ray_cluster():

@@ -213,7 +213,15 @@ def _float(x) -> float:
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Per intervention and group: mean accuracy over tasks and mean relative drop vs clean."""
+    """Per intervention and group (and checkpoint, in a sweep over checkpoints): mean accuracy
+    over tasks and mean relative drop vs clean (of the same checkpoint)."""
+    if "checkpoint" in table:
+        parts = [
+            summarize(rows.drop(columns="checkpoint")).assign(checkpoint=step)
+            for step, rows in table.groupby("checkpoint", sort=False)
+        ]
+        out = pd.concat(parts, ignore_index=True)
+        return out[["model", "checkpoint", *(c for c in out if c not in ("model", "checkpoint"))]]
     prim = primary_rows(table, empty_ok=True)
     if prim.empty:
         return pd.DataFrame()
@@ -357,11 +365,13 @@ def run_benchmarks(
 
 
 def format_summary(summary: pd.DataFrame) -> str:
-    """Compact per-block table: accuracy per group and relative drop (%) per group."""
+    """Compact per-block table: accuracy per group and relative drop (%) per group (per model
+    and checkpoint, in a sweep over several)."""
     if summary.empty:
         return "(no accuracy-like metric in these tasks)"
+    sweep = [c for c in ("model", "checkpoint") if c in summary and summary[c].nunique() > 1]
     wide = summary.pivot_table(
-        index="intervention",
+        index=[*sweep, "intervention"],
         columns="group",
         values=["accuracy", "relative_drop"],
         sort=False,
