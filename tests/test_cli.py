@@ -240,8 +240,10 @@ def test_a_model_load_is_quiet(tiny_neox_dir, tmp_path):
 
 
 def test_the_lm_eval_custom_kwargs_warning_is_shown_once(caplog):
-    cli.setup(cli.Runtime(progress=False))
     log = logging.getLogger("lm_eval.api.task")
+    for seen in [f for f in log.filters if isinstance(f, cli._Once)]:  # an earlier command's
+        log.removeFilter(seen)
+    cli.setup(cli.Runtime(progress=False))
     with caplog.at_level(logging.WARNING, logger="lm_eval.api.task"):
         for task in ("a", "b", "c"):
             log.warning(f"{task}: Custom kwargs can be passed to `--metadata` in console")

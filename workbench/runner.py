@@ -165,7 +165,8 @@ def run_units(
     units = list(dict.fromkeys(units))
     primary = tables[0]
     todo = [u for u in units if run is None or not run.has(primary, u.key)]
-    log.info("%d of %d units to run", len(todo), len(units))
+    if len(todo) < len(units):
+        log.info("resuming: %d of %d units left", len(todo), len(units))
     bar = tqdm(
         total=len(units),
         initial=len(units) - len(todo),
@@ -176,9 +177,9 @@ def run_units(
     done: dict[str, Tables] = {}
 
     def finished(unit: Unit, out: Tables | None) -> None:
-        if out is not None:
-            if run is not None:
-                save_unit(run, unit, out, primary)
+        if out is not None and run is not None:
+            save_unit(run, unit, out, primary)  # merged from the run directory at the end
+        elif out is not None:
             done[unit.key] = out
         bar.update()
 
