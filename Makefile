@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 # The CPU build of torch lies on this project's machines; elsewhere this picks PyPI's default build.
 TORCH_SPEC ?= torch==2.13.0
+# dev: the checks; ray: --executor ray (tests/test_runner.py runs it on a local 2-worker cluster)
+EXTRAS ?= dev,ray
 BIN := $(VENV)/bin
 
 .PHONY: setup sources demo test lint clean
@@ -13,7 +15,7 @@ $(BIN)/activate:
 
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -18,6 +18,7 @@ from workbench import benchmarks as bm
 from workbench.interventions import CLEAN, ShortCircuit
 from workbench.lm_eval_adapter import HookedLM
 from workbench.organism import registry
+from workbench.runner import Unit
 from workbench.runs import RunConfigMismatch, part_name, read_run
 
 TASKS = ["tiny_language", "tiny_reasoning"]
@@ -91,13 +92,16 @@ def test_resume_skips_finished_units(tiny_neox, tiny_tasks, tmp_path, monkeypatc
     calls = []
     real = lm_eval.simple_evaluate
     monkeypatch.setattr(lm_eval, "simple_evaluate", lambda **kw: calls.append(kw) or real(**kw))
-    parts = tmp_path / "run" / "parts" / "benchmarks"
-    (parts / f"{part_name('tiny_gen=identity:2')}.parquet").unlink()
+    # a unit is (model, task item) with every intervention: removing tiny_gen's part reruns it
+    unit = Unit(
+        tiny_neox.cfg.model_name, None, (CLEAN, ShortCircuit(0), ShortCircuit(2)), task="tiny_gen"
+    )
+    (tmp_path / "run" / "parts" / "benchmarks" / f"{part_name(unit.key)}.parquet").unlink()
     again, _ = bm.run_benchmarks(cfg, model=tiny_neox)
-    assert len(calls) == 1 and calls[0]["tasks"] == ["tiny_gen"]
-    pd.testing.assert_frame_equal(first, again)
+    assert [c["tasks"] for c in calls] == [["tiny_gen"]] * 3
+    pd.testing.assert_frame_equal(first, again, check_exact=True)
     bm.run_benchmarks(cfg, model=tiny_neox)
-    assert len(calls) == 1
+    assert len(calls) == 3
     with pytest.raises(RunConfigMismatch):
         bm.run_benchmarks(config(tiny_tasks, tmp_path / "run", limit=2), model=tiny_neox)
 

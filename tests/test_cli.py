@@ -216,7 +216,7 @@ def test_ctrl_c_keeps_finished_units_and_exits_130(tiny_neox_dir, tmp_path, monk
         memorization.main(argv)
     assert exit_.value.code == 130
     assert "interrupted" in one_error_line(capsys.readouterr().err)
-    assert len(list((out / "parts" / "memorization").glob("*.parquet"))) == 4  # batch 0: 4 units
+    assert len(list((out / "parts" / "memorization").glob("*.parquet"))) == 1  # batch 0's unit
 
 
 def test_threads_sets_torchs_threads(tiny_neox_dir, tmp_path, monkeypatch):
@@ -295,7 +295,7 @@ def test_reproduce_compares_configs_before_trusting_a_table(tiny_neox_dir, tmp_p
 
     name, out = str(tiny_neox_dir), tmp_path / "benchmarks-x"
     old = BenchmarkConfig(model=name, blocks="all", limit=5, bootstrap_iters=0, batch_size=64)
-    run = Run.open(out, run_record(old, name))
+    run = Run.open(out, run_record(old, [(name, None)]))
     (run.path / "benchmarks.parquet").write_bytes(b"an old table")
     with pytest.raises(RunConfigMismatch, match="limit"):  # before: kept the old benchmarks
         reproduce.run_benchmarks(None, name, ReproduceConfig(task_limit=3), out)

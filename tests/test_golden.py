@@ -1,5 +1,6 @@
 """The tables the commands write are bit-identical to those of the code before the command-line
-layer (``tests/golden/``, written by ``tests/golden/make_golden.py`` at commit 750a033)."""
+layer (``tests/golden/``, written by ``tests/golden/make_golden.py`` at commit 750a033) and, for
+benchmarks, before the sweep runner (at commit f58ed32)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 GOLDEN = Path(__file__).parent / "golden"
 sys.path.insert(0, str(GOLDEN))
 
-from make_golden import COMMANDS  # noqa: E402
+from make_golden import BENCHMARK_TABLES, COMMANDS, run_benchmarks  # noqa: E402
 from tiny_models import write_tiny_neox  # noqa: E402
 
 
@@ -44,6 +45,13 @@ def test_tables_are_bit_identical_to_the_golden_ones(name, golden_model, tmp_pat
     for table in tables:
         new = pd.read_parquet(tmp_path / "run" / f"{table}.parquet")
         _same(new, pd.read_parquet(GOLDEN / f"{name}.{table}.parquet"))
+
+
+def test_benchmark_tables_are_bit_identical_to_the_golden_ones(golden_model, tmp_path, capsys):
+    out = run_benchmarks(golden_model, tmp_path)
+    for table in BENCHMARK_TABLES:
+        new = pd.read_parquet(out / f"{table}.parquet")
+        _same(new, pd.read_parquet(GOLDEN / f"benchmarks.{table}.parquet"))
 
 
 def test_the_golden_inputs_are_what_the_script_makes(golden_model):

@@ -109,7 +109,7 @@ def test_a_benchmark_run_records_the_task_files_it_reads(tmp_path):
     tasks.mkdir()
     (tasks / "t.yaml").write_text("task: t\n")
     (tasks / "t.jsonl").write_text('{"context": "a", "choices": ["b"], "gold": 0}\n')
-    record = lambda: run_record(BenchmarkConfig(include_path=[str(tasks)]), "m")  # noqa: E731
+    record = lambda: run_record(BenchmarkConfig(include_path=[str(tasks)]), [("m", None)])  # noqa: E731
     before = record()["identity"]["tasks_sha256"]
     assert set(before) >= {str(tasks)}
     assert record()["identity"]["tasks_sha256"] == before

@@ -35,10 +35,10 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from workbench import cli
@@ -48,6 +48,7 @@ from workbench.figures.tables import accuracy_and_drop, primary_rows
 from workbench.interventions import CLEAN, ShortCircuit, interventions_from
 from workbench.lm_eval_adapter import HookedLM
 from workbench.organism import registry
+from workbench.runner import Loader, Unit, group_identity, run_units, sweep_groups
 from workbench.runs import Run
 
 log = logging.getLogger(__name__)
@@ -105,15 +106,21 @@ def interventions_for(cfg: BenchmarkConfig, n_layers: int) -> list[ShortCircuit]
     return interventions_from(cfg.blocks, n_layers, kind=cfg.kind, block_sets=cfg.block_sets)
 
 
-def run_record(cfg: BenchmarkConfig, model_name: str) -> dict:
-    """What a benchmark run records (and compares on reopening): the local task files' digest
-    too (the organism's tasks and ``include_path``), so edited items do not resume."""
-    from workbench.runs import identity, tree_digest
+def run_record(cfg: BenchmarkConfig, groups: Sequence[tuple[str, int | None]]) -> dict:
+    """What a benchmark run records (and compares on reopening), for (model, checkpoint)s: the
+    local task files' digest too (the organism's tasks and ``include_path``), so edited items
+    do not resume."""
+    from workbench.runs import tree_digest
 
     dirs = [getattr(registry, "TASKS_DIR", None), *cfg.include_path]
     tasks = {str(d): tree_digest(Path(d)) for d in dirs if d is not None and Path(d).is_dir()}
-    ident = {**identity(model_name), "tasks_sha256": tasks}
-    return {**cli.recorded(cfg), "model": str(model_name), "identity": ident}
+    record = {
+        **cli.recorded(cfg),
+        "identity": {**group_identity(groups, None), "tasks_sha256": tasks},
+    }
+    if not cfg.models:
+        record["model"] = str(groups[0][0])
+    return record
 
 
 def check_tasks(tm, tasks: Sequence[str]) -> None:
@@ -215,7 +222,15 @@ def _float(x) -> float:
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """Per intervention and group: mean accuracy over tasks and mean relative drop vs clean."""
+    """Per intervention and group (and checkpoint, in a sweep over checkpoints): mean accuracy
+    over tasks and mean relative drop vs clean (of the same checkpoint)."""
+    if "checkpoint" in table:
+        parts = [
+            summarize(rows.drop(columns="checkpoint")).assign(checkpoint=step)
+            for step, rows in table.groupby("checkpoint", sort=False)
+        ]
+        out = pd.concat(parts, ignore_index=True)
+        return out[["model", "checkpoint", *(c for c in out if c not in ("model", "checkpoint"))]]
     prim = primary_rows(table, empty_ok=True)
     if prim.empty:
         return pd.DataFrame()
@@ -245,75 +260,127 @@ def _without_environment_report() -> Iterator[None]:
         ev.add_env_info, ev.get_git_commit_hash = saved
 
 
-def run_benchmarks(
-    cfg: BenchmarkConfig, model: HookedTransformer | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run (or resume) the sweep; returns the tidy table and the per-group summary."""
-    from lm_eval import simple_evaluate
+@dataclass(frozen=True, eq=False)
+class BenchmarkJob:
+    """The evaluation of one unit (a task or task group under a list of interventions): one
+    ``simple_evaluate`` per intervention over a ``HookedLM`` sharing its passes between them."""
 
-    from workbench.models import load_model
-    from workbench.runs import check_out, default_out
+    tasks: tuple[str, ...] | None = None
+    include_path: tuple[str, ...] = ()
+    limit: int | float | None = None
+    num_fewshot: int | None = None
+    bootstrap_iters: int = 100_000
+    batch_size: int = 16
+    groups: dict[str, list[str]] | None = None
+    model_name: str | None = None  # the rows' model (default: the unit's)
 
-    if model is None:
-        model_name = cfg.model or registry.DEFAULT_MODEL
-    else:
-        model_name = cfg.model or model.cfg.model_name
-    record = run_record(cfg, str(model_name))
-    out = cfg.out or default_out("benchmarks", str(model_name), record)
-    check_out(out, record, overwrite=cfg.overwrite)
-    tm = task_manager(cfg.tasks, cfg.include_path)
-    items = list(cfg.tasks or default_tasks(tm))
-    check_tasks(tm, items)
-    if model is None:
-        model = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    run = Run.open(out, record, overwrite=cfg.overwrite)
-    sweep = interventions_for(cfg, model.cfg.n_layers)
-    lm = HookedLM(model, CLEAN, sweep=sweep, batch_size=cfg.batch_size)
-    todo = [(it, sc) for it in items for sc in sweep if not run.has(TABLE, _key(it, sc))]
-    log.info(
-        "%d of %d (task, intervention) units to run in %s", len(todo), len(items) * len(sweep), out
-    )
-    bar = tqdm(total=len(todo), desc="benchmarks", unit="config", disable=not cfg.progress)
-    for item in items:
-        pending = [sc for sc in sweep if (item, sc) in todo]
-        lm.sweep = list(pending)
-        lm.clear_cache()
-        for sc in pending:
-            bar.set_postfix_str(f"{item} {sc.label}")
+    @classmethod
+    def of(cls, cfg: BenchmarkConfig, model_name: str | None = None) -> BenchmarkJob:
+        return cls(
+            None if cfg.tasks is None else tuple(cfg.tasks),
+            tuple(cfg.include_path),
+            cfg.limit,
+            cfg.num_fewshot,
+            cfg.bootstrap_iters,
+            cfg.batch_size,
+            cfg.groups,
+            model_name,
+        )
+
+    def task_manager(self):
+        key = (self.tasks, self.include_path)
+        if key not in _TASK_MANAGERS:  # indexing the tasks takes seconds: once per process
+            _TASK_MANAGERS[key] = task_manager(self.tasks, self.include_path)
+        return _TASK_MANAGERS[key]
+
+    def __call__(self, model: HookedTransformer, unit: Unit) -> dict[str, pd.DataFrame]:
+        from lm_eval import simple_evaluate
+
+        tm = self.task_manager()
+        lm = HookedLM(model, CLEAN, sweep=list(unit.interventions), batch_size=self.batch_size)
+        rows = []
+        for sc in unit.interventions:
             lm.intervention = sc
             with _without_environment_report():
                 res = simple_evaluate(
                     model=lm,
-                    tasks=[item],
+                    tasks=[unit.task],
                     task_manager=tm,
-                    limit=cfg.limit,
-                    num_fewshot=cfg.num_fewshot,
-                    bootstrap_iters=cfg.bootstrap_iters,
+                    limit=self.limit,
+                    num_fewshot=self.num_fewshot,
+                    bootstrap_iters=self.bootstrap_iters,
                     log_samples=False,
                 )
-            base = {"model": str(model_name), **sc.columns()}
-            rows = result_rows(res, base, cfg.groups)
-            run.save(TABLE, _key(item, sc), pd.DataFrame(rows, columns=COLUMNS))
-            bar.update()
-    bar.close()
-    lm.clear_cache()
-    table = run.finish(TABLE, sort_by=["task", "metric", "filter", "blocks"])
+            base = {"model": self.model_name or unit.model, **sc.columns()}
+            rows += result_rows(res, base, self.groups)
+        lm.clear_cache()
+        df = pd.DataFrame(rows, columns=COLUMNS)
+        if unit.checkpoint is not None:
+            df.insert(1, "checkpoint", unit.checkpoint)
+        return {TABLE: df}
+
+
+_TASK_MANAGERS: dict[tuple, object] = {}
+
+
+def run_benchmarks(
+    cfg: BenchmarkConfig, model: HookedTransformer | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run (or resume) the sweep; returns the tidy table and the per-group summary. One unit of
+    ``workbench.runner`` per (model, checkpoint, task item), with every intervention."""
+    from workbench.models import load_model
+    from workbench.runs import check_out, default_out
+
+    if model is None:
+        groups = sweep_groups(cfg.model, cfg.models, cfg.checkpoints)
+    else:
+        groups = [(str(cfg.model or model.cfg.model_name), None)]
+    first = groups[0][0]
+    record = run_record(cfg, groups)
+    out = cfg.out or default_out("benchmarks", first, record)
+    check_out(out, record, overwrite=cfg.overwrite)
+    job = BenchmarkJob.of(cfg)
+    tm = job.task_manager()
+    items = list(cfg.tasks or default_tasks(tm))
+    check_tasks(tm, items)
+    load = Loader(cfg.device, cfg.dtype)
+    preloaded = {}
+    if model is not None or cfg.executor == "serial":
+        preloaded[(first, None)] = model or load_model(first, device=cfg.device, dtype=cfg.dtype)
+    run = Run.open(out, record, overwrite=cfg.overwrite)
+    sweeps = {}
+    for name in dict.fromkeys(m for m, _ in groups):
+        hooked = preloaded[(name, None)] if (name, None) in preloaded else load(name, None)
+        sweeps[name] = tuple(interventions_for(cfg, hooked.cfg.n_layers))
+        del hooked
+    units = [Unit(m, c, sweeps[m], task=item) for m, c in groups for item in items]
+    table = run_units(
+        units,
+        job,
+        tables=[TABLE],
+        run=run,
+        sort_by={TABLE: ["task", "metric", "filter", "blocks"]},
+        load=load,
+        preloaded=preloaded,
+        executor="serial" if model is not None else cfg.executor,
+        ray_address=cfg.ray_address,
+        progress=bool(cfg.progress),
+        desc="benchmarks",
+    )[TABLE]
     summary = summarize(table)
     run.save(SUMMARY, "all", summary)
     run.finish(SUMMARY)
     return table, summary
 
 
-def _key(item: str, sc: ShortCircuit) -> str:
-    return f"{item}={sc.label}"
-
-
 def format_summary(summary: pd.DataFrame) -> str:
-    """Compact per-block table: accuracy per group and relative drop (%) per group."""
+    """Compact per-block table: accuracy per group and relative drop (%) per group (per model
+    and checkpoint, in a sweep over several)."""
     if summary.empty:
         return "(no accuracy-like metric in these tasks)"
+    sweep = [c for c in ("model", "checkpoint") if c in summary and summary[c].nunique() > 1]
     wide = summary.pivot_table(
-        index="intervention",
+        index=[*sweep, "intervention"],
         columns="group",
         values=["accuracy", "relative_drop"],
         sort=False,

@@ -48,6 +48,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,205 +58,59 @@ from jaxtyping import Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from workbench import bounds_math as bm
 from workbench import cli
+from workbench.bounds_tracker import Tracker
 from workbench.commands import BoundsConfig
 from workbench.errors import UserError
-from workbench.figures import StaticExportError, save
 from workbench.interventions import CLEAN, ShortCircuit, parse_blocks
+from workbench.runner import Loader, Unit, run_units, slices
 
 log = logging.getLogger(__name__)
 
-RTOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
-TABLES = ("layers", "tokens", "samples", "memorization", "jacobian")
+TABLES = ("layers", "tokens", "samples", "memorization", "jacobian")  # "layers": every unit
 
 
-def norm_dtype(model: HookedTransformer) -> torch.dtype:
-    return torch.float64 if model.cfg.dtype == torch.float64 else torch.float32
+@dataclass(frozen=True, eq=False)
+class BoundsJob:
+    """The evaluation of one unit (a batch of rows, the clean model and single blocks): its rows
+    of every table in ``TABLES`` (``jacobian`` on the first batch only)."""
 
+    tokens: Int[Tensor, "n seq"]
+    prefix_len: int = 32
+    sigma_floor: float | None = None
+    jacobian_samples: int = 4
+    jacobian_iters: int = 10
+    decode: bool = True
+    token_table: bool = True
+    model_name: str | None = None  # the rows' model (default: the unit's)
 
-class Tracker:
-    """Observer for the memorization engine's passes that turns them into the three tiers."""
+    def __call__(self, model: HookedTransformer, unit: Unit) -> dict[str, pd.DataFrame]:
+        from workbench.memorization import sweep
 
-    def __init__(
-        self,
-        model: HookedTransformer,
-        blocks: Sequence[int],
-        prefix_len: int,
-        sigma_floor: float | None = None,
-        n_pos: int | None = None,
-    ):
-        self.model, self.blocks, self.prefix_len = model, sorted(blocks), prefix_len
-        self.nd = norm_dtype(model)
-        self.rtol = RTOL.get(model.cfg.dtype, 1e-2)
-        self.consts = bm.layer_consts(model, n_pos or model.cfg.n_ctx, sigma_floor)
-        self.L = model.cfg.n_layers
-        self.low = min(self.blocks) if self.blocks else self.L
-        self._reset()
-
-    def _reset(self) -> None:
-        self.stats = [bm.LayerStats() for _ in range(self.L + 1)]  # index L: final stream
-        self.clean: dict[int, Tensor] = {}  # layer -> clean x_l (references)
-        self.clean_lp: Tensor | None = None
-        self.measured: dict[int, dict] = {}
-
-    def observer(self, sc: ShortCircuit, batch_index: int) -> list:
-        if sc.is_clean:
-            self._reset()
-            return self._clean_hooks()
-        if sc.heads is not None or sc.kind != "identity" or len(sc.blocks) != 1:
-            raise ValueError(f"bounds cover single-block identity short-circuits, not {sc.label}")
-        return self._measure_hooks(sc.blocks[0])
-
-    def _clean_hooks(self) -> list:
-        nd, last = self.nd, self.L - 1
-        hooks = bm.stat_hooks(self.model, self.consts, self.stats[: self.L], nd)
-
-        def keep(layer):
-            def hook(x, hook):
-                self.clean[layer] = x
-
-            return hook
-
-        def final(x, hook):
-            self.clean[self.L] = x
-            self.stats[self.L].xnorm = torch.linalg.vector_norm(x.to(nd), dim=-1)
-            self.clean_lp = self._suffix_logprobs(x)
-
-        hooks += [(f"blocks.{lay}.hook_resid_pre", keep(lay)) for lay in range(self.low, self.L)]
-        return [*hooks, (f"blocks.{last}.hook_resid_post", final)]
-
-    def _suffix_logprobs(self, x: Tensor) -> Tensor:
-        """log p(· | context) at the positions that predict the suffix, in the norm dtype."""
-        logits = self.model.unembed(self.model.ln_final(x[:, self.prefix_len - 1 : -1]))
-        return torch.log_softmax(logits.to(self.nd), dim=-1)
-
-    def _measure_hooks(self, block: int) -> list:
-        out = self.measured[block] = {}
-
-        def delta(layer):
-            def hook(x, hook):
-                d = x.to(self.nd) - self.clean[layer].to(self.nd)
-                out[layer] = torch.linalg.vector_norm(d, dim=-1)
-                if layer == self.L:
-                    lp = self._suffix_logprobs(x)
-                    out["kl"] = (self.clean_lp.exp() * (self.clean_lp - lp)).sum(-1).mean(-1)
-                    true = self._true_tokens(x.device)
-                    dl = (lp - self.clean_lp).gather(-1, true[..., None])[..., 0]
-                    out["dlogp"] = dl.abs().amax(-1)
-
-            return hook
-
-        hooks = [(f"blocks.{lay}.hook_resid_pre", delta(lay)) for lay in range(block + 1, self.L)]
-        return [*hooks, (f"blocks.{self.L - 1}.hook_resid_post", delta(self.L))]
-
-    def _true_tokens(self, device) -> Tensor:
-        return self.tokens[:, self.prefix_len :].to(device)
-
-    def finish_batch(
-        self, first: int, model_name: str, token_table: bool = True
-    ) -> dict[str, pd.DataFrame]:
-        """Certified and weight tiers for every block measured on this batch; tidy rows."""
-        layers, tokens, samples = [], [], []
-        for block, meas in self.measured.items():
-            cert = bm.certified_bounds(self.consts, self.stats, block)
-            weight = bm.weight_bounds(self.consts, block)
-            prev = None
-            for k, lay in enumerate(range(block + 1, self.L + 1)):
-                m, c, w = meas[lay].cpu(), cert[k].cpu(), weight[k]
-                xn = self.stats[lay].xnorm.cpu()
-                bad = (m > c * (1 + self.rtol) + self.rtol * xn) | (c > w * (1 + self.rtol))
-                n, t = m.shape
-                m_max, c_max = m.amax(-1), c.amax(-1)
-                layers.append(
-                    pd.DataFrame(
-                        {
-                            "block": block,
-                            "layer": lay,
-                            "sample": np.arange(first, first + n),
-                            "measured": m_max.double().numpy(),
-                            "certified": c_max.double().numpy(),
-                            "weight": w,
-                            "measured_gain": (m_max / prev[0]).double().numpy() if prev else np.nan,
-                            "certified_gain": (c_max / prev[1]).double().numpy()
-                            if prev
-                            else np.nan,
-                            "weight_gain": self.consts[lay - 1].gain if prev else np.nan,
-                            "resid_norm": xn.amax(-1).double().numpy(),
-                            "injection": self.stats[block].injection.amax(-1).cpu().double().numpy()
-                            if prev is None
-                            else np.nan,
-                            "injection_bound": self.stats[block]
-                            .injection_bound.amax(-1)
-                            .cpu()
-                            .double()
-                            .numpy()
-                            if prev is None
-                            else np.nan,
-                            "violations": bad.sum(-1).numpy(),
-                        }
-                    )
-                )
-                prev = (m_max, c_max)
-                if token_table:
-                    tokens.append(
-                        pd.DataFrame(
-                            {
-                                "block": block,
-                                "layer": lay,
-                                "sample": np.repeat(np.arange(first, first + n), t),
-                                "pos": np.tile(np.arange(t), n),
-                                "measured": m.reshape(-1).double().numpy(),
-                                "certified": c.reshape(-1).double().numpy(),
-                                "resid_norm": xn.reshape(-1).double().numpy(),
-                            }
-                        )
-                    )
-                if bad.any():
-                    log.error(
-                        "bound violated: block %d layer %d, %d tokens", block, lay, int(bad.sum())
-                    )
-            samples.append(
-                pd.DataFrame(
-                    {
-                        "intervention": ShortCircuit(block).label,
-                        "block": block,
-                        "sample": np.arange(first, first + n),
-                        "kl": meas["kl"].cpu().double().numpy(),
-                        "max_abs_dlogp": meas["dlogp"].cpu().double().numpy(),
-                    }
-                )
+        name = self.model_name or unit.model
+        blocks = [sc.blocks[0] for sc in unit.interventions if not sc.is_clean]
+        batch = self.tokens[unit.start : unit.stop]
+        n_pos = self.tokens.shape[1]
+        tracker = Tracker(model, blocks, self.prefix_len, batch, self.sigma_floor, n_pos)
+        mem = sweep(
+            model,
+            batch.numpy(),
+            unit.interventions,
+            prefix_len=self.prefix_len,
+            batch_size=len(batch),
+            decode=self.decode,
+            observer=tracker.observer,
+            progress=False,
+            model_name=name,
+        )
+        mem["sample"] += unit.start
+        out = tracker.finish_batch(unit.start, name, self.token_table)
+        out["memorization"] = mem
+        if unit.start == 0 and self.jacobian_samples > 0 and self.jacobian_iters > 0 and blocks:
+            out["jacobian"] = tracker.jacobian(
+                self.jacobian_samples, self.jacobian_iters, unit.start, name
             )
-        frames = {"layers": layers, "tokens": tokens, "samples": samples}
-        out = {
-            k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in frames.items()
-        }
-        for df in out.values():
-            df.insert(0, "model", model_name)
         return out
-
-    def jacobian(self, n_samples: int, iters: int, first: int, model_name: str) -> pd.DataFrame:
-        """Spectral norm of each block's Jacobian (lowest swept block on) on a few samples."""
-        rows = []
-        lowest = self.clean.get(self.low)
-        for lay in range(self.low, self.L):
-            x = self.clean.get(lay, lowest if lay == self.low else None)
-            if x is None:
-                continue
-            x = x[:n_samples].clone()
-            sigma = bm.jacobian_norms(self.model, x, lay, iters=iters)
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "model": model_name,
-                        "layer": lay,
-                        "sample": np.arange(first, first + len(x)),
-                        "jacobian_norm": sigma.cpu().numpy(),
-                        "iters": iters,
-                    }
-                )
-            )
-        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
 def compute_bounds(
@@ -272,55 +127,41 @@ def compute_bounds(
     token_table: bool = True,
     run=None,
     model_name: str = "",
+    executor: str = "serial",
+    ray_address: str | None = None,
+    load: Loader | None = None,
+    progress: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """The three tiers and the memorization scores of the same passes; tidy tables by name.
 
     Tables: ``layers`` (block × layer × sample, max over tokens), ``tokens`` (… × token),
     ``samples`` (block × sample: KL and max |Δ log p(true token)| over the suffix, joined with the
     memorization scores), ``memorization`` (the engine's own rows), ``jacobian`` (layer × sample).
+    One unit of ``workbench.runner`` per batch (resumable with ``run``; ``executor="ray"``: Ray
+    tasks that load the model named ``model_name`` with ``load``).
     """
-    from workbench.memorization import sweep
-
     tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
     blocks = sorted(range(model.cfg.n_layers) if blocks is None else set(blocks))
     model_name = model_name or model.cfg.model_name
-    tracker = Tracker(model, blocks, prefix_len, sigma_floor, n_pos=tokens.shape[1])
-    interventions = [CLEAN, *(ShortCircuit(b) for b in blocks)]
-    parts: dict[str, list[pd.DataFrame]] = {k: [] for k in TABLES}
-    for b, first in enumerate(range(0, len(tokens), batch_size)):
-        key = f"batch{b:06d}"
-        if run is not None and run.has("layers", key):
-            continue
-        batch = tokens[first : first + batch_size]
-        tracker.tokens = batch
-        mem = sweep(
-            model,
-            batch.numpy(),
-            interventions,
-            prefix_len=prefix_len,
-            batch_size=len(batch),
-            decode=decode,
-            observer=tracker.observer,
-            progress=False,
-            model_name=model_name,
-        )
-        mem["sample"] += first
-        out = tracker.finish_batch(first, model_name, token_table)
-        out["memorization"] = mem
-        if b == 0 and jacobian_samples > 0 and jacobian_iters > 0 and blocks:
-            out["jacobian"] = tracker.jacobian(jacobian_samples, jacobian_iters, first, model_name)
-        tracker._reset()
-        # "layers" marks a finished batch on resume, so it is saved last
-        for name in sorted(out, key=lambda table: table == "layers"):
-            if run is not None:
-                run.save(name, key, out[name])
-            parts[name].append(out[name])
-    if run is not None:
-        tables = {name: run.finish(name) for name in TABLES}
-    else:
-        tables = {
-            k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in parts.items()
-        }
+    job = BoundsJob(
+        tokens, prefix_len, sigma_floor, jacobian_samples, jacobian_iters, decode, token_table
+    )
+    interventions = (CLEAN, *(ShortCircuit(b) for b in blocks))
+    units = [
+        Unit(model_name, None, interventions, a, b) for a, b in slices(len(tokens), batch_size)
+    ]
+    tables = run_units(
+        units,
+        job,
+        tables=TABLES,
+        run=run,
+        load=load or Loader(),
+        preloaded={(model_name, None): model} if executor == "serial" else None,
+        executor=executor,
+        ray_address=ray_address,
+        progress=progress,
+        desc="bounds",
+    )
     mem = tables["memorization"]
     if not tables["samples"].empty and not mem.empty:
         scores = mem[["intervention", "sample", "exact_match", "token_accuracy"]]
@@ -452,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
 
 def execute(cfg: BoundsConfig) -> dict[str, pd.DataFrame]:
     """The command: the three tiers for every block asked for; prints the summary."""
+    from workbench.figures import StaticExportError, save
     from workbench.memorization import load_inputs
     from workbench.organism import registry
     from workbench.runs import Run, check_out, default_out, identity
@@ -483,6 +325,10 @@ def execute(cfg: BoundsConfig) -> dict[str, pd.DataFrame]:
         token_table=cfg.token_table,
         run=run,
         model_name=model_name,
+        executor=cfg.executor,
+        ray_address=cfg.ray_address,
+        load=Loader(cfg.device, cfg.dtype),
+        progress=bool(cfg.progress),
     )
     table = summary(tables)
     table.to_csv(out / "summary.csv")

@@ -2,7 +2,8 @@
 
 - **Options declared once.** A command's options are the fields of its config dataclass
   (``workbench.commands``); the shared ones (model, data, blocks, kind, batch size, device, dtype,
-  threads, out, overwrite, progress, debug) are the field factories below, each with its help.
+  threads, out, overwrite, progress, debug, executor, ray address, models, checkpoints) are the
+  field factories below, each with its help.
   :func:`parser` turns a config class into an ``argparse`` parser showing every default.
 - **Validation at parse time**: integers at least 1, fractions in (0, 1), positive finite floats,
   block specs (syntax here, the range once the model is known).
@@ -183,6 +184,39 @@ class Runtime:
     debug: bool = option(False, "show the traceback of an error", runtime=True)
 
 
+EXECUTORS = ("serial", "ray")  # workbench.runner's
+
+
+@dataclasses.dataclass
+class Sweep(Runtime):
+    """The options of every command whose units ``workbench.runner`` runs: where they run
+    (never what they compute, so not recorded either)."""
+
+    executor: str = option(
+        "serial",
+        "where the units run: serial (this process) or ray (one Ray task per unit; needs .[ray])",
+        choices=EXECUTORS,
+        runtime=True,
+    )
+    ray_address: str | None = option(
+        None, "Ray cluster to join (default: start a local instance)", runtime=True
+    )
+
+
+def models_option() -> Any:
+    return option(None, "several models, one after another (instead of --model)", nargs="+")
+
+
+def checkpoints_option() -> Any:
+    return option(
+        None,
+        "training checkpoints (steps, Pythia-style) of each model (default: the final weights)",
+        nargs="+",
+        type=nonnegative_int,
+        metavar="STEP",
+    )
+
+
 def recorded(cfg: Any) -> dict[str, Any]:
     """The config fields a run records (all but the runtime options)."""
     return {
@@ -206,7 +240,7 @@ class Parser(argparse.ArgumentParser):
 
 def parser(cls: type, prog: str) -> Parser:
     p = Parser(prog=prog, description=(cls.__doc__ or "").strip(), formatter_class=_Formatter)
-    shared = {f.name for f in fields(Runtime)}
+    shared = {f.name for f in fields(Sweep)}
     ordered = sorted(fields(cls), key=lambda f: f.name in shared)  # the command's own first
     for f in ordered:
         kw = dict(f.metadata.get("argparse", {}))

@@ -7,18 +7,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench import cli
-from workbench.cli import Runtime, option
+from workbench.cli import Runtime, Sweep, option
 from workbench.errors import UserError
 
 FORMATS = ["html", "png", "svg"]
 
 
 @dataclass
-class MemorizationConfig(Runtime):
+class MemorizationConfig(Sweep):
     """Memorization under short-circuiting: per-sample metrics over every intervention, as a
     run."""
 
     model: str | None = cli.model_option()
+    models: list[str] | None = cli.models_option()
+    checkpoints: list[int] | None = cli.checkpoints_option()
     data: str | None = cli.data_option()
     max_samples: int | None = cli.max_samples_option()
     prefix_len: int = cli.prefix_len_option()
@@ -33,7 +35,7 @@ class MemorizationConfig(Runtime):
 
 
 @dataclass
-class BoundsConfig(Runtime):
+class BoundsConfig(Sweep):
     """Residual-stream norms under attention short-circuiting, against the layer-difference
     bounds."""
 
@@ -60,11 +62,13 @@ class BoundsConfig(Runtime):
 
 
 @dataclass
-class BenchmarkConfig(Runtime):
+class BenchmarkConfig(Sweep):
     """Benchmarks under short-circuiting: the unmodified model and each block short-circuited,
     over any lm-evaluation-harness task list."""
 
     model: str | None = cli.model_option()
+    models: list[str] | None = cli.models_option()
+    checkpoints: list[int] | None = cli.checkpoints_option()
     tasks: list[str] | None = option(
         None, "lm-eval tasks or groups (default: the organism's local task groups)", nargs="+"
     )

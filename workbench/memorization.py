@@ -30,12 +30,13 @@ if __name__ == "__main__":  # the command line first: --help answers before the 
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from jaxtyping import Int
 from transformer_lens import HookedTransformer
 
 from workbench import cli
@@ -44,6 +45,7 @@ from workbench.cost import Cost
 from workbench.data import SampleSet, load_samples, validate
 from workbench.decode import BatchResult, Observer, evaluate_batch
 from workbench.interventions import ShortCircuit, interventions_from
+from workbench.runner import Loader, Unit, group_identity, run_units, slices, sweep_groups
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +66,13 @@ COLUMNS = [
     "generated",
     "tf_margin",
 ]
+SORT = ["order", "sample"]
 
 
 def _rows(
-    res: BatchResult, sc: ShortCircuit, order: int, first: int, suffix: np.ndarray, meta: dict
+    res: BatchResult, sc: ShortCircuit, order: int, rows: np.ndarray, suffix: np.ndarray, meta: dict
 ) -> pd.DataFrame:
-    n, s = suffix.shape
+    s = suffix.shape[1]
     gen = res.generated.numpy() if res.generated is not None else None
     k = res.first_mismatch.numpy()
     return pd.DataFrame(
@@ -78,7 +81,7 @@ def _rows(
             "dataset": meta.get("dataset", ""),
             "order": order,
             **sc.columns(),
-            "sample": np.arange(first, first + n),
+            "sample": rows,
             "exact_match": k == s,
             "token_accuracy": (gen == suffix).mean(1) if gen is not None else np.nan,
             "completion_entropy": res.completion_entropy.numpy().astype(np.float64),
@@ -88,6 +91,69 @@ def _rows(
             "tf_margin": res.margin.numpy().astype(np.float64),
         }
     )[COLUMNS]
+
+
+@dataclass(frozen=True, eq=False)
+class MemorizationJob:
+    """The evaluation of one unit (a batch of rows under a list of interventions): its rows of
+    the ``memorization`` table. Plain data, shipped to Ray tasks (``workbench.runner``)."""
+
+    tokens: Int[np.ndarray, "n seq"]
+    prefix_len: int = 32
+    batch_size: int = 64
+    decode: bool = True
+    dataset_name: str = ""
+    model_name: str | None = None  # the rows' model (default: the unit's)
+    sample_ids: Int[np.ndarray, " n"] | None = None  # the rows' sample column (default: row)
+    observer: Observer | None = None
+    cost: Cost | None = None
+    decode_rows: int = 512
+    chunk_rows: int | None = None
+    lean: bool | None = None
+
+    def __call__(self, model: HookedTransformer, unit: Unit) -> dict[str, pd.DataFrame]:
+        for sc in unit.interventions:
+            sc.validate(model)
+        batch = self.tokens[unit.start : unit.stop]
+        results = evaluate_batch(
+            model,
+            torch.from_numpy(batch),
+            list(unit.interventions),
+            prefix_len=self.prefix_len,
+            decode=self.decode,
+            observer=self.observer,
+            batch_index=unit.start // self.batch_size,
+            cost=self.cost,
+            decode_rows=self.decode_rows,
+            chunk_rows=self.chunk_rows,
+            lean=self.lean,
+        )
+        meta = {"model": self.model_name or unit.model, "dataset": self.dataset_name}
+        rows = np.arange(unit.start, unit.start + len(batch))
+        if self.sample_ids is not None:
+            rows = self.sample_ids[rows]
+        frames = [
+            _rows(results[sc], sc, order, rows, batch[:, self.prefix_len :], meta)
+            for order, sc in enumerate(unit.interventions)
+        ]
+        df = pd.concat(frames, ignore_index=True)
+        if unit.checkpoint is not None:
+            df.insert(1, "checkpoint", unit.checkpoint)
+        return {TABLE: df}
+
+
+def units_for(
+    groups: Sequence[tuple[str, int | None]],
+    interventions: dict[str, Sequence[ShortCircuit]],
+    n: int,
+    batch_size: int,
+) -> list[Unit]:
+    """One unit per (model, checkpoint, batch), each with every intervention of its model."""
+    return [
+        Unit(m, c, tuple(interventions[m]), first, stop)
+        for m, c in groups
+        for first, stop in slices(n, batch_size)
+    ]
 
 
 def sweep(
@@ -103,6 +169,7 @@ def sweep(
     run=None,
     model_name: str = "",
     dataset_name: str = "",
+    sample_ids: np.ndarray | None = None,
     cost: Cost | None = None,
     decode_rows: int = 512,
     chunk_rows: int | None = None,
@@ -119,9 +186,10 @@ def sweep(
         observer: ``observer(intervention, batch_index) -> [(hook_name, fn), ...]``, read-only
             hooks added to that intervention's teacher-forced pass on that batch (the clean
             intervention's go on the shared clean pass); e.g. norm tracking. Not called for
-            (intervention, batch) units a resumed run already has.
-        run: a ``workbench.runs.Run``; finished (intervention, batch) units are skipped and each
-            new one is saved as soon as it is done.
+            batches a resumed run already has.
+        run: a ``workbench.runs.Run``; finished batches (units of ``workbench.runner``) are
+            skipped and each new one is saved as soon as it is done.
+        sample_ids: the ``sample`` column of each row (default: its index).
         cost: accumulates forward calls and position-blocks (for benchmarks).
         decode_rows: how many diverging rows (of several interventions) share decoding steps;
             bounds memory (see ``workbench.decode.evaluate_batch``).
@@ -137,60 +205,41 @@ def sweep(
     tokens = validate(
         tokens, prefix_len=prefix_len, vocab_size=model.cfg.d_vocab, n_ctx=model.cfg.n_ctx
     )
-    interventions = list(dict.fromkeys(interventions))
-    for sc in interventions:
-        sc.validate(model)
-    meta = {"model": model_name or model.cfg.model_name, "dataset": dataset_name}
-    order = {sc: i for i, sc in enumerate(interventions)}
-    starts = range(0, len(tokens), batch_size)
-    frames: list[pd.DataFrame] = []
-    bar = tqdm(
-        total=len(starts) * len(interventions),
-        disable=not progress,
-        desc="memorization",
-        unit="unit",
+    name = model_name or model.cfg.model_name
+    job = MemorizationJob(
+        tokens,
+        prefix_len,
+        batch_size,
+        decode,
+        dataset_name,
+        sample_ids=sample_ids,
+        observer=observer,
+        cost=cost,
+        decode_rows=decode_rows,
+        chunk_rows=chunk_rows,
+        lean=lean,
     )
-    for b, first in enumerate(starts):
-        pending = [sc for sc in interventions if run is None or not run.has(TABLE, _key(sc, b))]
-        bar.update(len(interventions) - len(pending))
-        if not pending:
-            continue
-        batch = tokens[first : first + batch_size]
-        results = evaluate_batch(
-            model,
-            torch.from_numpy(batch),
-            pending,
-            prefix_len=prefix_len,
-            decode=decode,
-            observer=observer,
-            batch_index=b,
-            cost=cost,
-            decode_rows=decode_rows,
-            chunk_rows=chunk_rows,
-            lean=lean,
-        )
-        for sc in pending:
-            df = _rows(results[sc], sc, order[sc], first, batch[:, prefix_len:], meta)
-            if run is not None:
-                run.save(TABLE, _key(sc, b), df)
-            frames.append(df)
-            bar.update(1)
-    bar.close()
-    if run is not None:
-        out = run.finish(TABLE, sort_by=["order", "sample"])
-    else:
-        out = pd.concat(frames, ignore_index=True).sort_values(["order", "sample"], kind="stable")
-    return out.reset_index(drop=True)
-
-
-def _key(sc: ShortCircuit, batch: int) -> str:
-    return f"{sc.label}@{batch:06d}"
+    interventions = list(dict.fromkeys(interventions))
+    units = units_for([(name, None)], {name: interventions}, len(tokens), batch_size)
+    tables = run_units(
+        units,
+        job,
+        tables=[TABLE],
+        run=run,
+        sort_by={TABLE: SORT},
+        preloaded={(name, None): model},
+        progress=progress,
+        desc="memorization",
+    )
+    return tables[TABLE]
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per intervention: sample count and the means of the headline metrics."""
+    """Per intervention (and model and checkpoint, in a sweep over several): sample count and
+    the means of the headline metrics."""
+    by = [c for c in ("model", "checkpoint") if c in df and (c != "model" or df[c].nunique() > 1)]
     return (
-        df.groupby(["order", "intervention"], sort=True)
+        df.groupby([*by, "order", "intervention"], sort=True)
         .agg(
             n=("sample", "size"),
             exact_match=("exact_match", "mean"),
@@ -223,37 +272,51 @@ def load_inputs(
 
 
 def execute(cfg: MemorizationConfig) -> pd.DataFrame:
-    """The command: a run of every intervention the flags ask for; prints the summary."""
+    """The command: a run of every intervention the flags ask for, for each model and training
+    checkpoint of the sweep; prints the summary."""
     from workbench.organism import registry
-    from workbench.runs import Run, check_out, default_out, identity
+    from workbench.runs import Run, check_out, default_out
 
-    model_name = str(cfg.model or registry.DEFAULT_MODEL)
+    groups = sweep_groups(cfg.model, cfg.models, cfg.checkpoints)
+    first = groups[0][0]
     cfg.data = cfg.data or str(registry.DEFAULT_MEMORIZED_SET)
-    record = {**cli.recorded(cfg), "model": model_name, "identity": identity(model_name, cfg.data)}
-    out = cfg.out or default_out("memorization", model_name, record)
+    record = {**cli.recorded(cfg), "identity": group_identity(groups, cfg.data)}
+    if not cfg.models:
+        record["model"] = first
+    out = cfg.out or default_out("memorization", first, record)
     check_out(out, record, overwrite=cfg.overwrite)
     model, model_name, samples = load_inputs(
-        cfg.model, cfg.data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
+        first, cfg.data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
     )
-    interventions = interventions_from(
-        cfg.blocks, model.cfg.n_layers, kind=cfg.kind, clean=cfg.clean
-    )
-    run = Run.open(out, record, overwrite=cfg.overwrite)
     tokens = samples.tokens[: cfg.max_samples]
-    df = sweep(
-        model,
-        tokens,
-        interventions,
-        prefix_len=cfg.prefix_len,
-        batch_size=cfg.batch_size,
-        decode=cfg.decode,
-        progress=bool(cfg.progress),
+    load = Loader(cfg.device, cfg.dtype)
+    interventions = {}
+    for name in dict.fromkeys(m for m, _ in groups):  # each model's blocks, and the data checked
+        hooked = model if name == model_name else load(name, None)
+        c = hooked.cfg
+        tokens = validate(tokens, prefix_len=cfg.prefix_len, vocab_size=c.d_vocab, n_ctx=c.n_ctx)
+        interventions[name] = interventions_from(
+            cfg.blocks, c.n_layers, kind=cfg.kind, clean=cfg.clean
+        )
+        del hooked
+    run = Run.open(out, record, overwrite=cfg.overwrite)
+    job = MemorizationJob(tokens, cfg.prefix_len, cfg.batch_size, cfg.decode, samples.name)
+    df = run_units(
+        units_for(groups, interventions, len(tokens), cfg.batch_size),
+        job,
+        tables=[TABLE],
         run=run,
-        model_name=model_name,
-        dataset_name=samples.name,
-    )
+        sort_by={TABLE: SORT},
+        load=load,
+        preloaded={(model_name, None): model} if cfg.executor == "serial" else None,
+        executor=cfg.executor,
+        ray_address=cfg.ray_address,
+        progress=bool(cfg.progress),
+        desc="memorization",
+    )[TABLE]
     table = summary(df)
-    sys.stdout.write(f"{model_name} on {samples.name} ({len(tokens)} samples) → {out}\n")
+    names = ", ".join(dict.fromkeys(m for m, _ in groups))
+    sys.stdout.write(f"{names} on {samples.name} ({len(tokens)} samples) → {out}\n")
     sys.stdout.write(table.to_string(float_format=lambda x: f"{x:.3f}") + "\n")
     return df
 

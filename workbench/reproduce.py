@@ -75,20 +75,19 @@ def run_memorization(model, name: str, cfg: ReproduceConfig, out: Path):
     if (out / f"{TABLE}.parquet").exists():
         return
     interventions = [CLEAN, *single_block_sweep(range(model.cfg.n_layers))]
-    kw = {
-        "batch_size": cfg.batch_size,
-        "progress": False,
-        "model_name": name,
-        "dataset_name": samples.name,
-    }
-    if rows is None:  # the whole set: resumable per (intervention, batch)
-        sweep(model, tokens, interventions, run=run, **kw)
-        return
-    # a subset: sample = row of the shipped set, so the ground truth still joins
-    df = sweep(model, tokens, interventions, **kw)
-    df["sample"] = rows[df["sample"].to_numpy()]
-    run.save(TABLE, "subset", df)
-    run.finish(TABLE, sort_by=["order", "sample"])
+    # resumable per batch (units of workbench.runner); on a subset, sample = row of the shipped
+    # set, so the ground truth still joins
+    sweep(
+        model,
+        tokens,
+        interventions,
+        run=run,
+        sample_ids=rows,
+        batch_size=cfg.batch_size,
+        progress=False,
+        model_name=name,
+        dataset_name=samples.name,
+    )
 
 
 def run_benchmarks(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
@@ -106,7 +105,8 @@ def run_benchmarks(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
         out=str(out),
         overwrite=cfg.overwrite,
     )
-    check_out(out, run_record(bcfg, name), overwrite=cfg.overwrite)  # before trusting a table
+    record = run_record(bcfg, [(name, None)])
+    check_out(out, record, overwrite=cfg.overwrite)  # before trusting a table
     if not cfg.overwrite and (out / "benchmarks.parquet").exists():
         return
     bench(bcfg, model=model)

@@ -32,6 +32,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -55,7 +56,7 @@ class RunConfigMismatch(RunError):
     """The run directory was made with a different config."""
 
 
-FORMAT = 2  # part names with a digest (1: the key's slug alone)
+FORMAT = 3  # 3: parts keyed by workbench.runner units; 2: part names with a digest; 1: slug alone
 
 
 def versions() -> dict[str, str]:
@@ -161,15 +162,45 @@ class Run:
             return pd.DataFrame()
         return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
 
-    def finish(self, table: str, sort_by: list[str] | None = None) -> pd.DataFrame:
-        """Write ``<table>.parquet`` from its parts and return it."""
-        df = self.table(table)
-        if sort_by and not df.empty:
-            df = df.sort_values(sort_by, kind="stable").reset_index(drop=True)
+    def finish(
+        self,
+        table: str,
+        sort_by: list[str] | None = None,
+        *,
+        keys: Sequence[Sequence[str]] | None = None,
+    ) -> pd.DataFrame:
+        """Write ``<table>.parquet`` from its parts and return it.
+
+        ``keys``: groups of part keys (missing parts skipped, other parts ignored), each merged
+        in order and sorted on its own (:func:`merge_parts`); default: every part, one group."""
+        if keys is None:
+            df = self.table(table)
+            groups = [[df]] if not df.empty else []
+        else:
+            groups = [[self.load(table, k) for k in ks if self.has(table, k)] for ks in keys]
+        df = merge_parts(groups, sort_by)
         tmp = self.path / f"{table}.parquet.tmp"
         df.to_parquet(tmp, index=False)
         tmp.replace(self.path / f"{table}.parquet")
         return df
+
+
+def merge_parts(
+    groups: Sequence[Sequence[pd.DataFrame]], sort_by: list[str] | None
+) -> pd.DataFrame:
+    """Each group's parts concatenated and stably sorted by ``sort_by``, then the groups joined
+    in order (an empty frame when there is no part)."""
+    merged = []
+    for parts in groups:
+        if not parts:
+            continue
+        df = pd.concat(parts, ignore_index=True)
+        if sort_by and not df.empty:
+            df = df.sort_values(sort_by, kind="stable").reset_index(drop=True)
+        merged.append(df)
+    if not merged:
+        return pd.DataFrame()
+    return merged[0] if len(merged) == 1 else pd.concat(merged, ignore_index=True)
 
 
 def file_sha256(path: Path) -> str:

@@ -2,6 +2,7 @@
 (before the command-line layer and the run identity changed), to pin what the commands write.
 
     PYTHONPATH=. python tests/golden/make_golden.py
+    PYTHONPATH=. python tests/golden/make_golden.py benchmarks   # at f58ed32: benchmarks only
 
 Inputs are rebuilt by the test itself: the tiny GPT-NeoX of ``tests/tiny_models.py`` (seed 0) and
 ``inputs.npy`` stored here (12 rows of 64 ids: the model's own greedy continuations, some
@@ -29,6 +30,13 @@ COMMANDS = {
     "--no-progress",
     "bounds": "--prefix-len 32 --batch-size 5 --jacobian-samples 2",
 }
+# benchmarks (written at commit f58ed32, before the sweep runner), after --model DIR
+# --include-path TASKS --out RUN; the tasks are those of tests/test_lm_eval_adapter.py
+BENCHMARKS = (
+    "--tasks tiny_language tiny_reasoning --limit 4 --batch-size 3 --blocks all --block-sets 0-1 "
+    "--bootstrap-iters 10 --device cpu --no-progress"
+)
+BENCHMARK_TABLES = ("benchmarks", "summary")
 
 
 def inputs(model) -> np.ndarray:
@@ -45,12 +53,30 @@ def inputs(model) -> np.ndarray:
     return tokens.numpy()
 
 
-def main() -> None:
+def run_benchmarks(model_dir: Path, tmp: Path, *extra: str) -> Path:
+    """The golden benchmark command into ``tmp / "benchmarks"``; returns the run directory."""
+    from test_lm_eval_adapter import write_tiny_tasks
+
+    from workbench import benchmarks
+
+    tasks, out = write_tiny_tasks(tmp / "tasks"), tmp / "benchmarks"
+    argv = ["--model", str(model_dir), "--include-path", str(tasks), "--out", str(out)]
+    benchmarks.main([*argv, *BENCHMARKS.split(), *extra])
+    return out
+
+
+def main(only: str | None = None) -> None:
     from workbench import bounds, memorization
     from workbench.models import load_model
 
     tmp = Path(tempfile.mkdtemp())
     model_dir = write_tiny_neox(tmp / "tiny-neox")
+    if only == "benchmarks":
+        out = run_benchmarks(model_dir, tmp)
+        for table in BENCHMARK_TABLES:
+            shutil.copy(out / f"{table}.parquet", HERE / f"benchmarks.{table}.parquet")
+        shutil.rmtree(tmp)
+        return
     np.save(HERE / "inputs.npy", inputs(load_model(model_dir, device="cpu")))
     for name, extra in COMMANDS.items():
         cmd = bounds if name == "bounds" else memorization
@@ -64,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:])  # `benchmarks`: the benchmark tables only

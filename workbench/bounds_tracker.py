@@ -1,0 +1,212 @@
+"""The observer of ``workbench.bounds``: hooks on the memorization engine's passes that collect
+the clean run's statistics and the measured ‖Δ_l‖, turned into the three tiers per batch (see
+``workbench.bounds`` and ``workbench.bounds_math``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from workbench import bounds_math as bm
+from workbench.interventions import ShortCircuit
+
+log = logging.getLogger("workbench.bounds")
+
+RTOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+
+
+def norm_dtype(model: HookedTransformer) -> torch.dtype:
+    return torch.float64 if model.cfg.dtype == torch.float64 else torch.float32
+
+
+class Tracker:
+    """Observer for the memorization engine's passes that turns them into the three tiers."""
+
+    def __init__(
+        self,
+        model: HookedTransformer,
+        blocks: Sequence[int],
+        prefix_len: int,
+        tokens: Int[Tensor, "batch seq"],
+        sigma_floor: float | None = None,
+        n_pos: int | None = None,
+    ):
+        self.model, self.blocks, self.prefix_len = model, sorted(blocks), prefix_len
+        self.tokens = tokens  # the batch the passes run on (its suffix: the true tokens)
+        self.nd = norm_dtype(model)
+        self.rtol = RTOL.get(model.cfg.dtype, 1e-2)
+        self.consts = bm.layer_consts(model, n_pos or model.cfg.n_ctx, sigma_floor)
+        self.L = model.cfg.n_layers
+        self.low = min(self.blocks) if self.blocks else self.L
+        self._reset()
+
+    def _reset(self) -> None:
+        self.stats = [bm.LayerStats() for _ in range(self.L + 1)]  # index L: final stream
+        self.clean: dict[int, Tensor] = {}  # layer -> clean x_l (references)
+        self.clean_lp: Tensor | None = None
+        self.measured: dict[int, dict] = {}
+
+    def observer(self, sc: ShortCircuit, batch_index: int) -> list:
+        if sc.is_clean:
+            self._reset()
+            return self._clean_hooks()
+        if sc.heads is not None or sc.kind != "identity" or len(sc.blocks) != 1:
+            raise ValueError(f"bounds cover single-block identity short-circuits, not {sc.label}")
+        return self._measure_hooks(sc.blocks[0])
+
+    def _clean_hooks(self) -> list:
+        nd, last = self.nd, self.L - 1
+        hooks = bm.stat_hooks(self.model, self.consts, self.stats[: self.L], nd)
+
+        def keep(layer):
+            def hook(x, hook):
+                self.clean[layer] = x
+
+            return hook
+
+        def final(x, hook):
+            self.clean[self.L] = x
+            self.stats[self.L].xnorm = torch.linalg.vector_norm(x.to(nd), dim=-1)
+            self.clean_lp = self._suffix_logprobs(x)
+
+        hooks += [(f"blocks.{lay}.hook_resid_pre", keep(lay)) for lay in range(self.low, self.L)]
+        return [*hooks, (f"blocks.{last}.hook_resid_post", final)]
+
+    def _suffix_logprobs(self, x: Tensor) -> Tensor:
+        """log p(· | context) at the positions that predict the suffix, in the norm dtype."""
+        logits = self.model.unembed(self.model.ln_final(x[:, self.prefix_len - 1 : -1]))
+        return torch.log_softmax(logits.to(self.nd), dim=-1)
+
+    def _measure_hooks(self, block: int) -> list:
+        out = self.measured[block] = {}
+
+        def delta(layer):
+            def hook(x, hook):
+                d = x.to(self.nd) - self.clean[layer].to(self.nd)
+                out[layer] = torch.linalg.vector_norm(d, dim=-1)
+                if layer == self.L:
+                    lp = self._suffix_logprobs(x)
+                    out["kl"] = (self.clean_lp.exp() * (self.clean_lp - lp)).sum(-1).mean(-1)
+                    true = self._true_tokens(x.device)
+                    dl = (lp - self.clean_lp).gather(-1, true[..., None])[..., 0]
+                    out["dlogp"] = dl.abs().amax(-1)
+
+            return hook
+
+        hooks = [(f"blocks.{lay}.hook_resid_pre", delta(lay)) for lay in range(block + 1, self.L)]
+        return [*hooks, (f"blocks.{self.L - 1}.hook_resid_post", delta(self.L))]
+
+    def _true_tokens(self, device) -> Tensor:
+        return self.tokens[:, self.prefix_len :].to(device)
+
+    def finish_batch(
+        self, first: int, model_name: str, token_table: bool = True
+    ) -> dict[str, pd.DataFrame]:
+        """Certified and weight tiers for every block measured on this batch; tidy rows."""
+        layers, tokens, samples = [], [], []
+        for block, meas in self.measured.items():
+            cert = bm.certified_bounds(self.consts, self.stats, block)
+            weight = bm.weight_bounds(self.consts, block)
+            prev = None
+            for k, lay in enumerate(range(block + 1, self.L + 1)):
+                m, c, w = meas[lay].cpu(), cert[k].cpu(), weight[k]
+                xn = self.stats[lay].xnorm.cpu()
+                bad = (m > c * (1 + self.rtol) + self.rtol * xn) | (c > w * (1 + self.rtol))
+                n, t = m.shape
+                m_max, c_max = m.amax(-1), c.amax(-1)
+                layers.append(
+                    pd.DataFrame(
+                        {
+                            "block": block,
+                            "layer": lay,
+                            "sample": np.arange(first, first + n),
+                            "measured": m_max.double().numpy(),
+                            "certified": c_max.double().numpy(),
+                            "weight": w,
+                            "measured_gain": (m_max / prev[0]).double().numpy() if prev else np.nan,
+                            "certified_gain": (c_max / prev[1]).double().numpy()
+                            if prev
+                            else np.nan,
+                            "weight_gain": self.consts[lay - 1].gain if prev else np.nan,
+                            "resid_norm": xn.amax(-1).double().numpy(),
+                            "injection": self.stats[block].injection.amax(-1).cpu().double().numpy()
+                            if prev is None
+                            else np.nan,
+                            "injection_bound": self.stats[block]
+                            .injection_bound.amax(-1)
+                            .cpu()
+                            .double()
+                            .numpy()
+                            if prev is None
+                            else np.nan,
+                            "violations": bad.sum(-1).numpy(),
+                        }
+                    )
+                )
+                prev = (m_max, c_max)
+                if token_table:
+                    tokens.append(
+                        pd.DataFrame(
+                            {
+                                "block": block,
+                                "layer": lay,
+                                "sample": np.repeat(np.arange(first, first + n), t),
+                                "pos": np.tile(np.arange(t), n),
+                                "measured": m.reshape(-1).double().numpy(),
+                                "certified": c.reshape(-1).double().numpy(),
+                                "resid_norm": xn.reshape(-1).double().numpy(),
+                            }
+                        )
+                    )
+                if bad.any():
+                    log.error(
+                        "bound violated: block %d layer %d, %d tokens", block, lay, int(bad.sum())
+                    )
+            samples.append(
+                pd.DataFrame(
+                    {
+                        "intervention": ShortCircuit(block).label,
+                        "block": block,
+                        "sample": np.arange(first, first + n),
+                        "kl": meas["kl"].cpu().double().numpy(),
+                        "max_abs_dlogp": meas["dlogp"].cpu().double().numpy(),
+                    }
+                )
+            )
+        frames = {"layers": layers, "tokens": tokens, "samples": samples}
+        out = {
+            k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in frames.items()
+        }
+        for df in out.values():
+            df.insert(0, "model", model_name)
+        return out
+
+    def jacobian(self, n_samples: int, iters: int, first: int, model_name: str) -> pd.DataFrame:
+        """Spectral norm of each block's Jacobian (lowest swept block on) on a few samples."""
+        rows = []
+        lowest = self.clean.get(self.low)
+        for lay in range(self.low, self.L):
+            x = self.clean.get(lay, lowest if lay == self.low else None)
+            if x is None:
+                continue
+            x = x[:n_samples].clone()
+            sigma = bm.jacobian_norms(self.model, x, lay, iters=iters)
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "model": model_name,
+                        "layer": lay,
+                        "sample": np.arange(first, first + len(x)),
+                        "jacobian_norm": sigma.cpu().numpy(),
+                        "iters": iters,
+                    }
+                )
+            )
+        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
