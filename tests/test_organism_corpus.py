@@ -215,3 +215,25 @@ def test_wilson_interval_holds_the_rate_and_stays_in_zero_one(n, data):
     assert 0.0 <= lo <= k / n <= hi <= 1.0
     ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
     assert lo == pytest.approx(ref.low, abs=1e-4) and hi == pytest.approx(ref.high, abs=1e-4)
+
+
+def test_score_windows_keeps_stored_verdicts_and_scores_only_new_windows(tiny_neox_dir):
+    from tests.tiny_models import VOCAB
+    from workbench.organism import build, evaluate
+
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(1, VOCAB, size=(6, 64))
+    table = pd.DataFrame({"start": np.arange(6) * 32})
+    # stored verdicts for three windows, values no model gives (a kept verdict is recognisable)
+    scored = pd.DataFrame(
+        {"start": [0, 64, 160], "exact_match": [0.5] * 3, "tf_token_accuracy": [0.25] * 3}
+    )
+    out = build.score_windows(tiny_neox_dir, tokens, table, scored)
+    kept = out.start.isin(scored.start).to_numpy()
+    assert (out.exact_match[kept] == 0.5).all() and (out.tf_token_accuracy[kept] == 0.25).all()
+    model, _ = evaluate.load_hf(tiny_neox_dir)
+    fresh = evaluate.verdicts(model, tokens[~kept])
+    np.testing.assert_array_equal(out.exact_match[~kept], fresh["exact_match"])
+    np.testing.assert_allclose(out.tf_token_accuracy[~kept], fresh["tf_token_accuracy"])
+    every = build.score_windows(tiny_neox_dir, tokens, table)
+    np.testing.assert_array_equal(every.exact_match[~kept], out.exact_match[~kept])
