@@ -112,8 +112,7 @@ def run_record(cfg: BenchmarkConfig, groups: Sequence[tuple[str, int | None]]) -
     do not resume."""
     from workbench.runs import tree_digest
 
-    dirs = [getattr(registry, "TASKS_DIR", None), *cfg.include_path]
-    tasks = {str(d): tree_digest(Path(d)) for d in dirs if d is not None and Path(d).is_dir()}
+    tasks = {d: tree_digest(Path(d)) for d in local_task_dirs(cfg.include_path)}
     record = {
         **cli.recorded(cfg),
         "identity": {**group_identity(groups, None), "tasks_sha256": tasks},
@@ -137,13 +136,19 @@ def check_tasks(tm, tasks: Sequence[str]) -> None:
     raise UserError(f"unknown lm-eval tasks {unknown}; {hint}")
 
 
+def local_task_dirs(include_path: Sequence[str] = ()) -> list[str]:
+    """The task folders read besides lm-eval's own: the organism's tasks, then ``include_path``
+    (those that exist)."""
+    tasks_dir = getattr(registry, "TASKS_DIR", None)
+    return [str(p) for p in [tasks_dir, *include_path] if p is not None and Path(p).is_dir()]
+
+
 def task_manager(tasks: Sequence[str] | None, include_path: Sequence[str] = ()):
     """lm-eval's TaskManager over the organism's tasks and ``include_path``; lm-eval's own task
     catalogue (slow to index) only when a requested name is not found locally."""
     from lm_eval.tasks import TaskManager
 
-    tasks_dir = getattr(registry, "TASKS_DIR", None)
-    paths = [str(p) for p in [tasks_dir, *include_path] if p is not None and Path(p).is_dir()]
+    paths = local_task_dirs(include_path)
     if paths:
         local = TaskManager(include_path=paths, include_defaults=False)
         if tasks is None or all(t in local.all_tasks or Path(t).exists() for t in tasks):
