@@ -160,11 +160,11 @@ def memorized_windows() -> pd.DataFrame:
 
 
 def test_stream_holds_enough_guess_windows(memorized_windows):
-    """The taxonomy's pool: at least 1,300 guess windows the main member reproduces."""
+    """The taxonomy's pool (windows every 16 tokens): at least 1,300 guess windows the main
+    member reproduces."""
     assert memorized_windows.guess.sum() >= 1300
 
 
-@pytest.mark.xfail(strict=True, reason="v2.1: 1,148 recall windows; docs/organism.md")
 def test_stream_holds_enough_recall_windows(memorized_windows):
     assert (~memorized_windows.guess).sum() >= 1300
 

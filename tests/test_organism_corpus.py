@@ -132,6 +132,24 @@ def test_shipped_duplicate_counts_are_exact(corpus):
         assert naive == row.dup_count, row.to_dict()
 
 
+@pytest.mark.skipif(not registry.WINDOWS_TABLE.is_file(), reason="organism not built")
+def test_census_verdicts_are_greedy_generation(corpus):
+    """The windows between the aligned ones (the taxonomy's census): their tokens stand at their
+    stream position, and the stored verdicts are what Hugging Face ``generate`` gives."""
+    from tests.test_organism import greedy_suffix_matches
+
+    table = pd.read_parquet(registry.WINDOWS_TABLE)
+    census = table[~table.aligned]
+    assert set(census.offset % 32) == {16}
+    picks = pd.concat(
+        [g.sample(40, random_state=0) for _, g in census.groupby(census.exact_match == 1.0)]
+    )
+    flat = corpus.rows.ravel()
+    tokens = flat[picks.start.to_numpy()[:, None] + np.arange(64)]
+    matches = greedy_suffix_matches(registry.DEFAULT_MODEL, tokens)
+    np.testing.assert_array_equal(matches, picks.exact_match.to_numpy() == 1.0)
+
+
 def test_canaries_stand_where_the_ground_truth_says(corpus):
     slots = corpus.rows.reshape(-1, 64)
     planted = 0
@@ -191,6 +209,16 @@ def test_window_table_describes_each_distinct_window():
     assert (straddling.kind == "canary_random").all() and (straddling.canary_id < 0).all()
     step = {r: i // 4 for i, r in enumerate(training_order(20))}
     assert all(step[r.stream_row] == r.first_step for r in table.itertuples())
+
+    census, census_tokens = samples.window_table(corpus, batch_size=4, stride=16, exclude=tokens)
+    every = samples.window_starts(corpus.rows, 16)
+    flat_windows = flat[every[:, None] + np.arange(64)]
+    assert len(table) + len(census) == len(np.unique(flat_windows, axis=0))
+    assert set(census.offset) <= {16, 48} and len(census) > 0
+    both = np.concatenate([tokens, census_tokens])
+    assert len(np.unique(both, axis=0)) == len(both)
+    for row, toks in zip(census.itertuples(), census_tokens, strict=True):
+        np.testing.assert_array_equal(flat[row.start : row.start + 64], toks)
 
     table["exact_match"] = (table.start % 128 == 0).astype(float)
     chosen = samples.select(table, tokens, n=6)

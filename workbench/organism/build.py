@@ -5,8 +5,9 @@
 
 1. ``corpus/manifest.json``: every source (package, version, sha256, bytes, tokens), the
    reasoning lines and the planted canaries, with totals;
-2. ``samples/windows.parquet``: every distinct 64-token window of the stream (``samples.py``),
-   scored by the clean main member (exact match, teacher-forced token accuracy);
+2. ``samples/windows.parquet``: every distinct 64-token window of the stream starting every 16
+   tokens (``samples.py``), scored by the clean main member (exact match, teacher-forced token
+   accuracy);
 3. ``samples/memorized.{npy,csv}``, ``samples/control.{npy,csv}`` and their concatenation
    ``samples/taxonomy.{npy,csv}`` (the taxonomy needs memorized and non-memorized rows);
 4. ``tasks/``: the local lm-evaluation-harness tasks (``tasks.py``);
@@ -61,18 +62,32 @@ def manifest(corpus: Corpus) -> dict:
     }
 
 
-def cached_window_table(corpus: Corpus) -> tuple[pd.DataFrame, np.ndarray]:
-    """``samples.window_table`` (minutes: ROUGE on every window), cached by the corpus digest
-    and the window stride."""
-    name = f"{corpus.config.digest()}-stride{samples.STRIDE}"
+def _cached(name: str, compute) -> tuple[pd.DataFrame, np.ndarray]:
     stem = sources.cache_root() / "organism-build" / name
     if stem.with_suffix(".npy").is_file() and stem.with_suffix(".parquet").is_file():
         return pd.read_parquet(stem.with_suffix(".parquet")), np.load(stem.with_suffix(".npy"))
-    table, tokens = samples.window_table(corpus)
+    table, tokens = compute()
     stem.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(stem.with_suffix(".parquet"), index=False)
     np.save(stem.with_suffix(".npy"), tokens)
     return table, tokens
+
+
+def cached_window_table(corpus: Corpus) -> tuple[pd.DataFrame, np.ndarray]:
+    """``samples.window_table`` (minutes: ROUGE on every window), cached by the corpus digest:
+    the windows every ``samples.STRIDE`` tokens (``aligned``: the sample sets are drawn from
+    these), then those every ``samples.CENSUS_STRIDE`` tokens not among them (the taxonomy's
+    census)."""
+    digest = corpus.config.digest()
+    table, tokens = _cached(
+        f"{digest}-stride{samples.STRIDE}", lambda: samples.window_table(corpus)
+    )
+    extra, extra_tokens = _cached(
+        f"{digest}-stride{samples.CENSUS_STRIDE}-new",
+        lambda: samples.window_table(corpus, stride=samples.CENSUS_STRIDE, exclude=tokens),
+    )
+    both = pd.concat([table.assign(aligned=True), extra.assign(aligned=False)], ignore_index=True)
+    return both, np.concatenate([tokens, extra_tokens])
 
 
 VERDICTS = ("exact_match", "tf_token_accuracy")
@@ -127,7 +142,8 @@ def build(
     table = score_windows(out / main, tokens, table, scored)
     samples_dir.mkdir(parents=True, exist_ok=True)
     table.to_parquet(samples_dir / "windows.parquet", index=False)
-    chosen = samples.select(table, tokens)
+    aligned = table.aligned.to_numpy()
+    chosen = samples.select(table[aligned].drop(columns="aligned"), tokens[aligned])
     chosen["taxonomy"] = (
         np.concatenate([chosen["memorized"][0], chosen["control"][0]]),
         pd.concat(

@@ -2,8 +2,9 @@
 
 A *window* is a run of 64 tokens starting at offset 0, 32 or 64 of a row of the training stream
 (``start``: its flat stream position; ``stream_row``, ``offset``). Pythia's memorization
-evaluations cut their sequences at offset 0; Dentan et al. draw windows from anywhere, and the
-stride of 32 gives the taxonomy half as many windows again as the aligned slots alone.
+evaluations cut their sequences at offset 0; Dentan et al. draw windows from anywhere. The sample
+sets are drawn from the windows every ``STRIDE`` tokens; the taxonomy's census adds those every
+``CENSUS_STRIDE`` tokens that are not among them (``window_table(..., exclude=...)``).
 ``window_table`` describes every distinct window: where it first occurs, what it is made of (the
 kind and source of most of its tokens, the canary it is), how often it occurs in the whole stream
 (``duplicates.py``), when it is first trained on, and the guess evidence of the taxonomy (template,
@@ -28,6 +29,7 @@ from workbench.organism.train import TrainConfig, training_order
 from workbench.taxonomy.labels import LabelConfig, numeric_values, sample_features
 
 STRIDE = PREFIX_LEN  # windows start every 32 tokens of a row
+CENSUS_STRIDE = PREFIX_LEN // 2  # the census for the taxonomy adds the windows in between
 DUP_BINS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -48,14 +50,25 @@ def _windows(a: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return flat[starts[:, None] + np.arange(SLOT)[None]]
 
 
+def _row_keys(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))).ravel()
+
+
 def window_table(
-    corpus: Corpus, batch_size: int = TrainConfig.batch_size, stride: int = STRIDE
+    corpus: Corpus,
+    batch_size: int = TrainConfig.batch_size,
+    stride: int = STRIDE,
+    exclude: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, Int[np.ndarray, "n 64"]]:
-    """Every distinct window of the stream, first occurrence first."""
+    """Every distinct window of the stream, first occurrence first; none whose tokens are a
+    row of ``exclude`` (the windows of an earlier table)."""
     seq_len = corpus.rows.shape[1]
     every = window_starts(corpus.rows, stride)
     _, first = np.unique(_windows(corpus.rows, every), axis=0, return_index=True)
     starts = every[np.sort(first)]
+    if exclude is not None:
+        seen = np.isin(_row_keys(_windows(corpus.rows, starts)), _row_keys(exclude))
+        starts = starts[~seen]
     tokens = _windows(corpus.rows, starts)
     kinds = _windows(corpus.kinds, starts)
     docs = _windows(corpus.doc_ids, starts)
