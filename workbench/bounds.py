@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
 
 def execute(cfg: BoundsConfig) -> dict[str, pd.DataFrame]:
     """The command: the three tiers for every block asked for; prints the summary."""
-    from workbench.figures import StaticExportError, save
+    from workbench.export import StaticExportError, save
     from workbench.memorization import load_inputs
     from workbench.organism import registry
     from workbench.runs import Run, check_out, default_out, identity

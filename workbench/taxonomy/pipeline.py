@@ -24,7 +24,7 @@ import pandas as pd
 from workbench import cli
 from workbench.commands import TaxonomyConfig
 from workbench.errors import UserError
-from workbench.figures import save
+from workbench.export import save
 from workbench.taxonomy import cnn, labels, localize, report, split_effects
 from workbench.taxonomy.features import attention_features, head_patterns
 
