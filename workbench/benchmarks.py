@@ -220,7 +220,7 @@ def run_benchmarks(
         sort_by={TABLE: ["task", "metric", "filter", "blocks"]},
         load=load,
         preloaded=preloaded,
-        executor="serial" if model is not None else cfg.executor,
+        executor=cfg.executor,
         ray_address=cfg.ray_address,
         progress=bool(cfg.progress),
         desc="benchmarks",

@@ -108,7 +108,7 @@ class BenchmarkConfig(Sweep):
 
 
 @dataclass
-class TaxonomyConfig(Runtime):
+class TaxonomyConfig(Sweep):
     """The Guess-or-Recall study on a model (the organism by default)."""
 
     model: str | None = cli.model_option()
@@ -175,7 +175,7 @@ QUICK = {"max_samples": 48, "bounds_samples": 8, "task_limit": 24}
 
 
 @dataclass
-class ReproduceConfig(Runtime):
+class ReproduceConfig(Sweep):
     """Every figure from nothing on the embedded organism: the runs, then the figures."""
 
     out: str = option("runs/organism", "folder of the run directories", runtime=True)
