@@ -45,6 +45,7 @@ from workbench.lm_eval_adapter import HookedLM
 from workbench.lm_eval_tasks import (
     check_tasks,
     default_tasks,
+    lm_eval_bars,
     local_task_dirs,
     result_rows,
     task_manager,
@@ -131,6 +132,7 @@ class BenchmarkJob:
     batch_size: int = 16
     groups: dict[str, list[str]] | None = None
     model_name: str | None = None  # the rows' model (default: the unit's)
+    progress: bool = False  # lm-eval's own bars (the runner's bar counts the units)
 
     @classmethod
     def of(cls, cfg: BenchmarkConfig, model_name: str | None = None) -> BenchmarkJob:
@@ -143,6 +145,7 @@ class BenchmarkJob:
             cfg.batch_size,
             cfg.groups,
             model_name,
+            bool(cfg.progress),
         )
 
     def task_manager(self):
@@ -159,7 +162,7 @@ class BenchmarkJob:
         rows = []
         for sc in unit.interventions:
             lm.intervention = sc
-            with without_environment_report():
+            with without_environment_report(), lm_eval_bars(self.progress):
                 res = simple_evaluate(
                     model=lm,
                     tasks=[unit.task],
@@ -200,7 +203,7 @@ def run_benchmarks(
     job = BenchmarkJob.of(cfg)
     tm = job.task_manager()
     items = list(cfg.tasks or default_tasks(tm))
-    check_tasks(tm, items)
+    check_tasks(tm, items, cfg.include_path)
     load = Loader(cfg.device, cfg.dtype)
     preloaded = {}
     if model is not None or cfg.executor == "serial":

@@ -61,7 +61,6 @@ from transformer_lens import HookedTransformer
 from workbench import cli
 from workbench.bounds_tracker import Tracker
 from workbench.commands import BoundsConfig
-from workbench.errors import UserError
 from workbench.interventions import CLEAN, ShortCircuit, parse_blocks
 from workbench.runner import Loader, Unit, run_units, slices
 
@@ -142,6 +141,8 @@ def compute_bounds(
     """
     tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
     blocks = sorted(range(model.cfg.n_layers) if blocks is None else set(blocks))
+    if not blocks:
+        raise ValueError("compute_bounds needs at least one block to short-circuit")
     model_name = model_name or model.cfg.model_name
     job = BoundsJob(
         tokens, prefix_len, sigma_floor, jacobian_samples, jacobian_iters, decode, token_table
@@ -308,9 +309,7 @@ def execute(cfg: BoundsConfig) -> dict[str, pd.DataFrame]:
         cfg.model, cfg.data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
     )
     tokens = samples.tokens[: cfg.max_samples]
-    blocks = parse_blocks(cfg.blocks, model.cfg.n_layers)
-    if not blocks:
-        raise UserError(f"--blocks {cfg.blocks}: the bounds need at least one block")
+    blocks = parse_blocks(cfg.blocks, model.cfg.n_layers)  # not empty (BoundsConfig)
     run = Run.open(out, record, overwrite=cfg.overwrite)
     tables = compute_bounds(
         model,

@@ -60,6 +60,15 @@ class BoundsConfig(Sweep):
     decode: bool = option(True, "decode freely (token_accuracy); off: NaN")
     token_table: bool = option(True, "the per-token table (blocks × layers × samples × T rows)")
 
+    def __post_init__(self) -> None:
+        from workbench.blocks import block_indices
+
+        if block_indices(self.blocks) == []:
+            raise UserError(
+                f"--blocks {self.blocks}: the bounds are about a short-circuited block; "
+                "name at least one (all, 3, 0,2,5 or 2-5)"
+            )
+
 
 @dataclass
 class BenchmarkConfig(Sweep):

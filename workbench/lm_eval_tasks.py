@@ -1,7 +1,7 @@
 """lm-eval's side of the benchmarks: which tasks (the organism's local ones, ``--include-path``,
 lm-eval's catalogue), which group each belongs to (language / reasoning / other), tidy rows from
-one ``simple_evaluate`` result, and running it without the environment report or, unless asked
-for, lm-eval's progress bars. The sweep itself is ``workbench.benchmarks``."""
+one ``simple_evaluate`` result, and running it without the environment report and, unless asked
+for, without lm-eval's progress bars. The sweep itself is ``workbench.benchmarks``."""
 
 from __future__ import annotations
 
@@ -47,18 +47,34 @@ STANDARD_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_tasks(tm, tasks: Sequence[str]) -> None:
-    """Refuse task names lm-eval does not know, with the known ones (or the closest)."""
+def check_tasks(tm, tasks: Sequence[str], include_path: Sequence[str] = ()) -> None:
+    """Refuse task names lm-eval does not know, naming the tasks there are: all of them when
+    they are few, else the local ones (the organism's, ``include_path``) and the closest of
+    lm-eval's catalogue."""
     known = set(tm.all_tasks)
     unknown = [t for t in tasks if t not in known and not Path(t).exists()]
     if not unknown:
         return
+    what = f"unknown task {unknown[0]!r}" if len(unknown) == 1 else f"unknown tasks {unknown}"
     if len(known) <= 40:
-        hint = f"known: {', '.join(sorted(known))}"
-    else:
-        close = sorted({c for t in unknown for c in difflib.get_close_matches(t, known, n=5)})
-        hint = f"{len(known)} known; closest: {', '.join(close) or 'none'}"
-    raise UserError(f"unknown lm-eval tasks {unknown}; {hint}")
+        raise UserError(f"{what}; the tasks: {', '.join(sorted(known)) or 'none'}")
+    local = local_tasks(include_path)
+    close = sorted({c for t in unknown for c in difflib.get_close_matches(t, known, n=5)})
+    raise UserError(
+        f"{what}; the local tasks: {', '.join(local) or 'none'}; lm-eval knows "
+        f"{len(known - set(local))} more (closest: {', '.join(close) or 'none'}; "
+        "`lm-eval ls tasks` lists them)"
+    )
+
+
+def local_tasks(include_path: Sequence[str] = ()) -> list[str]:
+    """The task and group names in the local task folders (:func:`local_task_dirs`), sorted."""
+    from lm_eval.tasks import TaskManager
+
+    paths = local_task_dirs(include_path)
+    if not paths:
+        return []
+    return sorted(TaskManager(include_path=paths, include_defaults=False).all_tasks)
 
 
 def local_task_dirs(include_path: Sequence[str] = ()) -> list[str]:
@@ -164,3 +180,27 @@ def without_environment_report() -> Iterator[None]:
         yield
     finally:
         ev.add_env_info, ev.get_git_commit_hash = saved
+
+
+@contextmanager
+def lm_eval_bars(show: bool) -> Iterator[None]:
+    """lm-eval's progress bars (building contexts, tokenizing, scoring, bootstrap) on or off.
+
+    lm-eval creates them with no way for the caller to turn them off (some pass
+    ``disable=False`` themselves), so while the block runs every new tqdm bar is disabled when
+    ``show`` is false; bars made before it (the runner's) are left alone. Restored on exit."""
+    if show:
+        yield
+        return
+    from tqdm import std
+
+    saved = std.tqdm.__init__
+
+    def quiet(self, *args, **kwargs) -> None:
+        saved(self, *args, **{**kwargs, "disable": True})
+
+    std.tqdm.__init__ = quiet
+    try:
+        yield
+    finally:
+        std.tqdm.__init__ = saved
