@@ -19,7 +19,8 @@ from transformer_lens import HookedTransformer
 
 from workbench import bounds_math as bm
 from workbench import bounds_weights as bw
-from workbench.bounds import compute_bounds, figure, main, summary
+from workbench.bounds import compute_bounds, main, summary
+from workbench.bounds_report import figure
 from workbench.interventions import ShortCircuit
 from workbench.models import load_model
 from workbench.organism import registry

@@ -223,6 +223,37 @@ def test_a_sweep_over_models(tiny_neox_dir, tiny_neo_dir, tiny_neox, tiny_neo, t
         assert df[df.model == name].reset_index(drop=True).equals(alone)
 
 
+def test_bounds_over_models(tiny_neox_dir, tiny_neo_dir, tiny_neox, tiny_neo, tmp_path, capsys):
+    """bounds --models: each model's tables are those of compute_bounds on that model alone."""
+    from workbench import bounds
+
+    tokens = np.load(GOLDEN / "inputs.npy")[:5]
+    np.save(tmp_path / "set.npy", tokens)
+    names = [str(tiny_neox_dir), str(tiny_neo_dir)]
+    argv = ["--models", *names, "--data", str(tmp_path / "set.npy"), "--batch-size", "3"]
+    argv += ["--prefix-len", "16", "--blocks", "0-1", "--jacobian-iters", "2", "--no-decode"]
+    tables = bounds.main([*argv, "--device", "cpu", "--out", str(tmp_path / "r")])
+    printed = capsys.readouterr().out
+    assert all(f"{name} on set" in printed for name in names)  # a summary per model
+    summary = pd.read_csv(tmp_path / "r" / "summary.csv")
+    assert list(dict.fromkeys(summary.model)) == names
+    for name, model in zip(names, (tiny_neox, tiny_neo), strict=True):
+        alone = bounds.compute_bounds(
+            model,
+            tokens,
+            [0, 1],
+            prefix_len=16,
+            batch_size=3,
+            jacobian_iters=2,
+            decode=False,
+            model_name=name,
+        )
+        for table in ("layers", "tokens", "samples", "memorization", "jacobian"):
+            ours = tables[table][tables[table].model == name].reset_index(drop=True)
+            assert ours.equals(alone[table]), table
+        assert (tmp_path / "r" / f"bounds-{names.index(name)}-{Path(name).name}.html").is_file()
+
+
 def test_model_and_models_together_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         memorization.main(["--model", ORGANISM, "--models", ORGANISM, "--out", str(tmp_path / "r")])

@@ -40,6 +40,7 @@ class BoundsConfig(Sweep):
     bounds."""
 
     model: str | None = cli.model_option()
+    models: list[str] | None = cli.models_option()
     data: str | None = cli.data_option()
     blocks: str = cli.blocks_option()
     device: str = cli.device_option()
