@@ -15,6 +15,7 @@ from lm_eval.tasks import TaskManager
 from test_lm_eval_adapter import write_tiny_tasks
 
 from workbench import benchmarks as bm
+from workbench import lm_eval_tasks as lt
 from workbench.interventions import CLEAN, ShortCircuit
 from workbench.lm_eval_adapter import HookedLM
 from workbench.organism import registry
@@ -69,7 +70,7 @@ def test_sweep_equals_fresh_evaluations(tiny_neox, tiny_tasks, task_manager, tmp
             limit=4,
             log_samples=False,
         )
-        fresh = pd.DataFrame(bm.result_rows(res, {}, None)).set_index(["task", "metric", "filter"])
+        fresh = pd.DataFrame(lt.result_rows(res, {}, None)).set_index(["task", "metric", "filter"])
         ours = table[table.intervention == sc.label].set_index(["task", "metric", "filter"])
         assert sorted(ours.index) == sorted(fresh.index)
         for key, row in fresh.iterrows():
@@ -143,13 +144,13 @@ def test_main_cli(tiny_neox_dir, tiny_tasks, tmp_path, capsys):
 
 
 def test_group_of():
-    assert bm.group_of("lambada_openai", [], None) == "language"
-    assert bm.group_of("arc_easy", [], None) == "reasoning"
-    assert bm.group_of("mmlu_anatomy", ["mmlu_stem", "mmlu"], None) == "reasoning"
-    assert bm.group_of("syntax", ["organism_language"], None) == "language"
-    assert bm.group_of("piqa", [], {"reasoning": ["piqa"]}) == "reasoning"
-    assert bm.group_of("x", ["my_group"], {"language": ["my_group"]}) == "language"
-    assert bm.group_of("unknown_task", [], None) == "other"
+    assert lt.group_of("lambada_openai", [], None) == "language"
+    assert lt.group_of("arc_easy", [], None) == "reasoning"
+    assert lt.group_of("mmlu_anatomy", ["mmlu_stem", "mmlu"], None) == "reasoning"
+    assert lt.group_of("syntax", ["organism_language"], None) == "language"
+    assert lt.group_of("piqa", [], {"reasoning": ["piqa"]}) == "reasoning"
+    assert lt.group_of("x", ["my_group"], {"language": ["my_group"]}) == "language"
+    assert lt.group_of("unknown_task", [], None) == "other"
 
 
 def test_summarize_relative_drop():

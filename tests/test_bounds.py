@@ -18,7 +18,9 @@ from tiny_models import tiny_config
 from transformer_lens import HookedTransformer
 
 from workbench import bounds_math as bm
-from workbench.bounds import compute_bounds, figure, main, summary
+from workbench import bounds_weights as bw
+from workbench.bounds import compute_bounds, main, summary
+from workbench.bounds_report import figure
 from workbench.interventions import ShortCircuit
 from workbench.models import load_model
 from workbench.organism import registry
@@ -179,7 +181,7 @@ def test_jacobian_power_iteration_matches_dense_svd(neo64):
     assert est[0] >= dense * (1 - 1e-3)
 
 
-@pytest.mark.parametrize("act", sorted(bm.ACT_LIPSCHITZ))
+@pytest.mark.parametrize("act", sorted(bw.ACT_LIPSCHITZ))
 def test_activation_lipschitz_constants(act):
     from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 
@@ -187,8 +189,8 @@ def test_activation_lipschitz_constants(act):
     x = torch.linspace(-8, 8, 400_001, dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad(fn(x).sum(), x)
     sup = grad.abs().max().item()
-    assert sup <= bm.ACT_LIPSCHITZ[act]
-    assert sup >= bm.ACT_LIPSCHITZ[act] - 1e-4
+    assert sup <= bw.ACT_LIPSCHITZ[act]
+    assert sup >= bw.ACT_LIPSCHITZ[act] - 1e-4
 
 
 def test_folded_weights_are_consistent(tiny_neo_dir):
@@ -210,8 +212,8 @@ def test_unsupported_model_is_refused():
         act_fn="silu",
         normalization_type="RMS",
     )
-    with pytest.raises(bm.UnsupportedModel, match=r"normalization 'RMS'.*activation 'silu'"):
-        bm.check_supported(HookedTransformer(cfg))
+    with pytest.raises(bw.UnsupportedModel, match=r"normalization 'RMS'.*activation 'silu'"):
+        bw.check_supported(HookedTransformer(cfg))
 
 
 def _random_model(draw) -> HookedTransformer:
@@ -228,7 +230,7 @@ def _random_model(draw) -> HookedTransformer:
         n_heads=n_heads,
         d_mlp=draw(st.sampled_from([16, 32])),
         d_vocab=40,
-        act_fn=draw(st.sampled_from(sorted(bm.ACT_LIPSCHITZ))),
+        act_fn=draw(st.sampled_from(sorted(bw.ACT_LIPSCHITZ))),
         parallel_attn_mlp=draw(st.booleans()),
         use_attn_scale=draw(st.booleans()),
         positional_embedding_type="rotary" if rotary else "standard",

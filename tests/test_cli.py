@@ -299,3 +299,59 @@ def test_reproduce_compares_configs_before_trusting_a_table(tiny_neox_dir, tmp_p
     (run.path / "benchmarks.parquet").write_bytes(b"an old table")
     with pytest.raises(RunConfigMismatch, match="limit"):  # before: kept the old benchmarks
         reproduce.run_benchmarks(None, name, ReproduceConfig(task_limit=3), out)
+
+
+def test_bounds_without_a_block_is_one_line(tiny_neox, capsys):
+    from workbench import bounds
+
+    with pytest.raises(SystemExit) as exit_:  # refused while parsing, before any model loads
+        bounds.main(["--blocks", "none", "--device", "cpu"])
+    assert exit_.value.code == 2
+    assert "--blocks none: the bounds are about a short-circuited block" in one_error_line(
+        capsys.readouterr().err
+    )
+    with pytest.raises(ValueError, match="at least one block"):  # the library: ValueError
+        bounds.compute_bounds(tiny_neox, np.ones((2, 32), dtype=np.int64), blocks=[])
+
+
+def _tiny_benchmarks(tiny_neox_dir: Path, tasks: Path, out: Path, *extra: str) -> list[str]:
+    argv = f"--model {tiny_neox_dir} --include-path {tasks} --device cpu --out {out}"
+    return [*argv.split(), *extra]  # paths under pytest's tmp_path hold no spaces
+
+
+def test_an_unknown_task_is_one_line_naming_the_tasks(tiny_neox_dir, tmp_path, capsys):
+    from test_lm_eval_adapter import write_tiny_tasks
+
+    from workbench import benchmarks
+
+    tasks = write_tiny_tasks(tmp_path / "tasks")
+    argv = _tiny_benchmarks(tiny_neox_dir, tasks, tmp_path / "run", "--tasks", "tiny_mc9")
+    with pytest.raises(SystemExit) as exit_:
+        benchmarks.main(argv)
+    assert exit_.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("error: unknown task 'tiny_mc9'; the local tasks: ")
+    local = line.split("the local tasks: ")[1].split(";")[0].split(", ")
+    assert {"tiny_mc1", "tiny_gen"} <= set(local)  # the tasks of the folder, by name
+    assert "closest: " in line and "tiny_mc1" in line.split("closest: ")[1]
+    assert not (tmp_path / "run").exists()  # refused before the run was made
+
+
+def test_lm_eval_bars_only_when_asked_for(tiny_neox_dir, tmp_path, capsys):
+    """lm-eval's bars (tokenizing, our scoring, its bootstrap) and the runner's: with --progress
+    only; none under --no-progress or when stderr is not a terminal (capsys: it is not)."""
+    from test_lm_eval_adapter import write_tiny_tasks
+
+    from workbench import benchmarks
+
+    tasks = write_tiny_tasks(tmp_path / "tasks")
+    common = ["--tasks", "tiny_mc1", "--blocks", "1", "--limit", "2", "--bootstrap-iters", "10"]
+    stderr = {}
+    for flag in ("--progress", "--no-progress", None):
+        out = tmp_path / f"run{flag}"  # a fresh run each: a resumed one would evaluate nothing
+        benchmarks.main(_tiny_benchmarks(tiny_neox_dir, tasks, out, *common, *[flag] * bool(flag)))
+        stderr[flag] = capsys.readouterr().err
+    shown = stderr["--progress"]
+    assert "Tokenizing inputs" in shown and "loglikelihood x2 configs" in shown, shown
+    for flag in ("--no-progress", None):
+        assert "it/s" not in stderr[flag] and "%|" not in stderr[flag], stderr[flag]

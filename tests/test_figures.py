@@ -18,14 +18,14 @@ from workbench.figures import (
     short_circuit_figure,
 )
 from workbench.figures.cli import main as figures_main
-from workbench.figures.tables import (
+from workbench.runs import Run
+from workbench.tables import (
     accuracy_and_drop,
     benchmark_accuracy,
     block_index,
     memorization_means,
     primary_rows,
 )
-from workbench.runs import Run
 
 MODELS = {"org-s": 4, "org-m": 6}  # model -> blocks
 N_SAMPLES = 8
@@ -208,7 +208,7 @@ def test_model_scale_figure(mem, bench):
 
 
 def test_model_scale_figure_shows_each_model_on_what_it_reproduces(mem, bench):
-    from workbench.figures.tables import reproduced_by_clean
+    from workbench.tables import reproduced_by_clean
 
     own = reproduced_by_clean(mem)
     for model, rows in mem.groupby("model"):

@@ -19,7 +19,8 @@ from lm_eval.api.registry import get_model
 from lm_eval.tasks import TaskManager
 
 from workbench.interventions import CLEAN, ShortCircuit
-from workbench.lm_eval_adapter import HookedLM, score_pairs
+from workbench.lm_eval_adapter import HookedLM
+from workbench.lm_scoring import score_pairs
 
 TASKS = ["tiny_language", "tiny_reasoning"]
 

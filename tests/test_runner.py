@@ -223,6 +223,37 @@ def test_a_sweep_over_models(tiny_neox_dir, tiny_neo_dir, tiny_neox, tiny_neo, t
         assert df[df.model == name].reset_index(drop=True).equals(alone)
 
 
+def test_bounds_over_models(tiny_neox_dir, tiny_neo_dir, tiny_neox, tiny_neo, tmp_path, capsys):
+    """bounds --models: each model's tables are those of compute_bounds on that model alone."""
+    from workbench import bounds
+
+    tokens = np.load(GOLDEN / "inputs.npy")[:5]
+    np.save(tmp_path / "set.npy", tokens)
+    names = [str(tiny_neox_dir), str(tiny_neo_dir)]
+    argv = ["--models", *names, "--data", str(tmp_path / "set.npy"), "--batch-size", "3"]
+    argv += ["--prefix-len", "16", "--blocks", "0-1", "--jacobian-iters", "2", "--no-decode"]
+    tables = bounds.main([*argv, "--device", "cpu", "--out", str(tmp_path / "r")])
+    printed = capsys.readouterr().out
+    assert all(f"{name} on set" in printed for name in names)  # a summary per model
+    summary = pd.read_csv(tmp_path / "r" / "summary.csv")
+    assert list(dict.fromkeys(summary.model)) == names
+    for name, model in zip(names, (tiny_neox, tiny_neo), strict=True):
+        alone = bounds.compute_bounds(
+            model,
+            tokens,
+            [0, 1],
+            prefix_len=16,
+            batch_size=3,
+            jacobian_iters=2,
+            decode=False,
+            model_name=name,
+        )
+        for table in ("layers", "tokens", "samples", "memorization", "jacobian"):
+            ours = tables[table][tables[table].model == name].reset_index(drop=True)
+            assert ours.equals(alone[table]), table
+        assert (tmp_path / "r" / f"bounds-{names.index(name)}-{Path(name).name}.html").is_file()
+
+
 def test_model_and_models_together_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         memorization.main(["--model", ORGANISM, "--models", ORGANISM, "--out", str(tmp_path / "r")])
@@ -342,3 +373,45 @@ def test_ray_resumes_an_interrupted_serial_run(ray_cluster, tiny_neox_dir, tiny_
     assert in_memory.drop(columns="generated").equals(
         whole[memorization.TABLE].drop(columns="generated")
     )
+
+
+def test_ray_features_of_the_taxonomy_equal_serial(ray_cluster, tiny_neox_dir, tiny_neox, tmp_path):
+    from workbench.taxonomy.features import attention_features, stream_features
+
+    tokens = _tokens(tiny_neox, n=7)
+    kw = dict(batch_size=3, model_name=str(tiny_neox_dir), load=Loader(device="cpu"))
+    on_ray = stream_features(
+        tiny_neox, tokens, Run.open(tmp_path / "ray", {"t": 1}), executor="ray", **kw
+    )
+    whole = attention_features(tiny_neox, tokens, batch_size=3, progress=False)
+    for pooling in ("mean", "max"):
+        np.testing.assert_array_equal(on_ray[pooling], whole[pooling])
+
+
+def test_reproduce_on_ray_equals_serial(ray_cluster, tmp_path, monkeypatch):
+    """``reproduce --executor ray``: its memorization and bounds runs are the serial ones."""
+    from workbench import reproduce, runner
+    from workbench.commands import ReproduceConfig
+    from workbench.models import load_model
+
+    on_ray_calls = []
+    ray_executor = runner._run_ray
+    monkeypatch.setattr(
+        runner,
+        "_run_ray",
+        lambda todo, *a: on_ray_calls.append(len(todo)) or ray_executor(todo, *a),
+    )
+    model = load_model(ORGANISM, device="cpu")
+    tables = {}
+    for executor in ("serial", "ray"):
+        cfg = ReproduceConfig(max_samples=6, bounds_samples=3, batch_size=2, executor=executor)
+        reproduce.run_memorization(model, ORGANISM, cfg, tmp_path / executor / "mem")
+        reproduce.run_bounds(model, ORGANISM, cfg, tmp_path / executor / "bounds")
+        tables[executor] = [
+            pd.read_parquet(tmp_path / executor / "mem" / "memorization.parquet"),
+            pd.read_parquet(tmp_path / executor / "bounds" / "layers.parquet"),
+        ]
+    assert on_ray_calls == [3, 1]  # memorization: 3 batches of 2; bounds: 1 of 3 samples
+    assert len(tables["serial"][0]) == 6 * (model.cfg.n_layers + 1)
+    for serial, on_ray in zip(tables["serial"], tables["ray"], strict=True):
+        assert on_ray.equals(serial)

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from workbench.taxonomy import cnn, labels, localize, split_effects
-from workbench.taxonomy.features import attention_features, head_patterns
+from workbench.runs import Run
+from workbench.taxonomy import cnn, features, labels, localize, split_effects
+from workbench.taxonomy.features import attention_features, head_patterns, stream_features
 
 rng = np.random.default_rng(0)
 
@@ -151,6 +152,48 @@ def test_features_equal_pooling_of_a_full_cache(tiny_model, tmp_path, batch_size
     assert isinstance(disk["max"], np.memmap) and (tmp_path / "attention_max.npy").exists()
     np.testing.assert_array_equal(disk["max"], mem["max"])
     torch.testing.assert_close(head_patterns(tiny_model, tokens[:2]), full[:2])
+
+
+class Interrupted:
+    """``attention_features`` that raises on its ``crash_at``-th call; counts the calls."""
+
+    def __init__(self, crash_at: int | None = None):
+        self.crash_at, self.calls = crash_at, 0
+
+    def __call__(self, *args, **kw):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise KeyboardInterrupt
+        return attention_features(*args, **kw)
+
+
+def test_features_in_a_run_resume_to_the_uninterrupted_arrays(tiny_neox, tmp_path, monkeypatch):
+    tokens = rng.integers(0, 96, (7, 64))
+    whole = attention_features(tiny_neox, tokens, batch_size=3, progress=False)  # one pass
+    a = stream_features(tiny_neox, tokens, Run.open(tmp_path / "a", {"t": 1}), batch_size=3)
+    for pooling in ("mean", "max"):
+        np.testing.assert_array_equal(a[pooling], whole[pooling])  # bit for bit
+    table = pd.read_parquet(tmp_path / "a" / f"{features.FEATURES}.parquet")
+    assert table["sample"].tolist() == list(range(7))
+    np.testing.assert_array_equal(table["max_sum"], whole["max"].sum((1, 2, 3), dtype=np.float64))
+
+    monkeypatch.setattr(features, "attention_features", Interrupted(crash_at=2))
+    with pytest.raises(KeyboardInterrupt):
+        stream_features(tiny_neox, tokens, Run.open(tmp_path / "b", {"t": 1}), batch_size=3)
+    resumed = Interrupted()
+    monkeypatch.setattr(features, "attention_features", resumed)
+    b = stream_features(tiny_neox, tokens, Run.open(tmp_path / "b", {"t": 1}), batch_size=3)
+    assert resumed.calls == 2  # of 3 units, the first was saved before the interruption
+    for pooling in ("mean", "max"):
+        np.testing.assert_array_equal(b[pooling], whole[pooling])
+    assert pd.read_parquet(tmp_path / "b" / f"{features.FEATURES}.parquet").equals(table)
+
+    (tmp_path / "b" / "features" / "attention_mean.npy").unlink()  # its rows are gone
+    again = Interrupted()
+    monkeypatch.setattr(features, "attention_features", again)
+    c = stream_features(tiny_neox, tokens, Run.open(tmp_path / "b", {"t": 1}), batch_size=3)
+    assert again.calls == 3
+    np.testing.assert_array_equal(c["mean"], whole["mean"])
 
 
 # ---------------------------------------------------------------- CNN and localization

@@ -30,11 +30,8 @@ if __name__ == "__main__":  # the command line first: --help answers before the 
 
     run_module("workbench.benchmarks")
 
-import difflib
 import logging
-import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,13 +40,20 @@ from transformer_lens import HookedTransformer
 
 from workbench import cli
 from workbench.commands import BenchmarkConfig
-from workbench.errors import UserError
-from workbench.figures.tables import accuracy_and_drop, primary_rows
 from workbench.interventions import CLEAN, ShortCircuit, interventions_from
 from workbench.lm_eval_adapter import HookedLM
-from workbench.organism import registry
+from workbench.lm_eval_tasks import (
+    check_tasks,
+    default_tasks,
+    lm_eval_bars,
+    local_task_dirs,
+    result_rows,
+    task_manager,
+    without_environment_report,
+)
 from workbench.runner import Loader, Unit, group_identity, run_units, sweep_groups
 from workbench.runs import Run
+from workbench.tables import accuracy_and_drop, primary_rows
 
 log = logging.getLogger(__name__)
 
@@ -68,37 +72,6 @@ COLUMNS = [
     "higher_is_better",
     "n",
 ]
-# Defaults for the standard tasks; the organism's tasks are grouped by their lm-eval group.
-STANDARD_GROUPS: dict[str, tuple[str, ...]] = {
-    "language": (
-        "lambada_openai",
-        "lambada_standard",
-        "hellaswag",
-        "winogrande",
-        "piqa",
-        "wikitext",
-        "storycloze",
-        "blimp",
-        "wsc273",
-        "lambada",
-    ),
-    "reasoning": (
-        "arc_easy",
-        "arc_challenge",
-        "gsm8k",
-        "mathqa",
-        "logiqa",
-        "logiqa2",
-        "sciq",
-        "openbookqa",
-        "boolq",
-        "mmlu",
-        "asdiv",
-        "arithmetic",
-        "commonsense_qa",
-        "copa",
-    ),
-}
 
 
 def interventions_for(cfg: BenchmarkConfig, n_layers: int) -> list[ShortCircuit]:
@@ -120,110 +93,6 @@ def run_record(cfg: BenchmarkConfig, groups: Sequence[tuple[str, int | None]]) -
     if not cfg.models:
         record["model"] = str(groups[0][0])
     return record
-
-
-def check_tasks(tm, tasks: Sequence[str]) -> None:
-    """Refuse task names lm-eval does not know, with the known ones (or the closest)."""
-    known = set(tm.all_tasks)
-    unknown = [t for t in tasks if t not in known and not Path(t).exists()]
-    if not unknown:
-        return
-    if len(known) <= 40:
-        hint = f"known: {', '.join(sorted(known))}"
-    else:
-        close = sorted({c for t in unknown for c in difflib.get_close_matches(t, known, n=5)})
-        hint = f"{len(known)} known; closest: {', '.join(close) or 'none'}"
-    raise UserError(f"unknown lm-eval tasks {unknown}; {hint}")
-
-
-def local_task_dirs(include_path: Sequence[str] = ()) -> list[str]:
-    """The task folders read besides lm-eval's own: the organism's tasks, then ``include_path``
-    (those that exist)."""
-    tasks_dir = getattr(registry, "TASKS_DIR", None)
-    return [str(p) for p in [tasks_dir, *include_path] if p is not None and Path(p).is_dir()]
-
-
-def task_manager(tasks: Sequence[str] | None, include_path: Sequence[str] = ()):
-    """lm-eval's TaskManager over the organism's tasks and ``include_path``; lm-eval's own task
-    catalogue (slow to index) only when a requested name is not found locally."""
-    from lm_eval.tasks import TaskManager
-
-    paths = local_task_dirs(include_path)
-    if paths:
-        local = TaskManager(include_path=paths, include_defaults=False)
-        if tasks is None or all(t in local.all_tasks or Path(t).exists() for t in tasks):
-            return local
-    return TaskManager(include_path=paths or None)
-
-
-def default_tasks(tm) -> list[str]:
-    """The organism's local task groups (all its tasks when it defines no group)."""
-    tasks_dir = getattr(registry, "TASKS_DIR", None)
-    if tasks_dir is None or not Path(tasks_dir).is_dir():
-        raise ValueError("no organism tasks are installed; pass --tasks")
-    return list(tm.all_groups or tm.all_subtasks)
-
-
-def group_of(task: str, parents: Sequence[str], overrides: dict[str, list[str]] | None) -> str:
-    """language / reasoning / other for a leaf task, given its lm-eval group ancestors."""
-    names = [task, *parents]
-    for group, members in (overrides or {}).items():
-        if any(n in members for n in names):
-            return group
-    for group in ("language", "reasoning"):
-        if any(group in n for n in parents):
-            return group
-    for group, members in STANDARD_GROUPS.items():
-        if any(n == m or n.startswith(m + "_") for n in names for m in members):
-            return group
-    return "other"
-
-
-def result_rows(res: dict, base: dict, overrides: dict[str, list[str]] | None) -> list[dict]:
-    """Tidy rows from one ``simple_evaluate`` result (leaf tasks only)."""
-    parents: dict[str, list[str]] = {}
-    for grp, children in res.get("group_subtasks", {}).items():
-        for child in children:
-            parents.setdefault(child, []).append(grp)
-    for child in list(parents):  # ancestors of ancestors
-        stack = list(parents[child])
-        while stack:
-            for up in parents.get(stack.pop(), []):
-                if up not in parents[child]:
-                    parents[child].append(up)
-                    stack.append(up)
-    rows = []
-    for task, metrics in res["results"].items():
-        if task in res.get("group_subtasks", {}):
-            continue
-        hib = res.get("higher_is_better", {}).get(task, {})
-        n = res.get("n-samples", {}).get(task, {}).get("effective")
-        for key, value in metrics.items():
-            if "," not in key or "_stderr," in key:
-                continue
-            metric, filt = key.split(",", 1)
-            stderr = metrics.get(f"{metric}_stderr,{filt}")
-            rows.append(
-                {
-                    **base,
-                    "task": task,
-                    "group": group_of(task, parents.get(task, []), overrides),
-                    "metric": metric,
-                    "filter": filt,
-                    "value": _float(value),
-                    "stderr": _float(stderr),
-                    "higher_is_better": hib.get(metric),
-                    "n": n,
-                }
-            )
-    return rows
-
-
-def _float(x) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan  # lm-eval's "N/A"
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
@@ -250,21 +119,6 @@ def _blocks_key(blocks: str) -> tuple[int, list[int]]:
     return len(ids), ids
 
 
-@contextmanager
-def _without_environment_report() -> Iterator[None]:
-    """``simple_evaluate`` gathers the machine's environment (``pip list``, OS, git: about a second
-    of subprocesses) into every result; the run directory records versions once, so a sweep of
-    many lm-eval runs skips it. Restored on exit."""
-    import lm_eval.evaluator as ev
-
-    saved = ev.add_env_info, ev.get_git_commit_hash
-    ev.add_env_info, ev.get_git_commit_hash = (lambda results: None), (lambda: None)
-    try:
-        yield
-    finally:
-        ev.add_env_info, ev.get_git_commit_hash = saved
-
-
 @dataclass(frozen=True, eq=False)
 class BenchmarkJob:
     """The evaluation of one unit (a task or task group under a list of interventions): one
@@ -278,6 +132,7 @@ class BenchmarkJob:
     batch_size: int = 16
     groups: dict[str, list[str]] | None = None
     model_name: str | None = None  # the rows' model (default: the unit's)
+    progress: bool = False  # lm-eval's own bars (the runner's bar counts the units)
 
     @classmethod
     def of(cls, cfg: BenchmarkConfig, model_name: str | None = None) -> BenchmarkJob:
@@ -290,6 +145,7 @@ class BenchmarkJob:
             cfg.batch_size,
             cfg.groups,
             model_name,
+            bool(cfg.progress),
         )
 
     def task_manager(self):
@@ -306,7 +162,7 @@ class BenchmarkJob:
         rows = []
         for sc in unit.interventions:
             lm.intervention = sc
-            with _without_environment_report():
+            with without_environment_report(), lm_eval_bars(self.progress):
                 res = simple_evaluate(
                     model=lm,
                     tasks=[unit.task],
@@ -347,7 +203,7 @@ def run_benchmarks(
     job = BenchmarkJob.of(cfg)
     tm = job.task_manager()
     items = list(cfg.tasks or default_tasks(tm))
-    check_tasks(tm, items)
+    check_tasks(tm, items, cfg.include_path)
     load = Loader(cfg.device, cfg.dtype)
     preloaded = {}
     if model is not None or cfg.executor == "serial":
@@ -367,7 +223,7 @@ def run_benchmarks(
         sort_by={TABLE: ["task", "metric", "filter", "blocks"]},
         load=load,
         preloaded=preloaded,
-        executor="serial" if model is not None else cfg.executor,
+        executor=cfg.executor,
         ray_address=cfg.ray_address,
         progress=bool(cfg.progress),
         desc="benchmarks",

@@ -2,8 +2,8 @@
 
 Command::
 
-    python -m workbench.bounds [--model NAME_OR_DIR] [--data SET.npy] [--blocks all] \\
-        [--device auto] [--dtype float32] [--out RUN_DIR]
+    python -m workbench.bounds [--model NAME_OR_DIR | --models A B] [--data SET.npy] \\
+        [--blocks all] [--device auto] [--dtype float32] [--out RUN_DIR]
 
 Library::
 
@@ -44,7 +44,6 @@ if __name__ == "__main__":  # the command line first: --help answers before the 
     run_module("workbench.bounds")
 
 import logging
-import math
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -61,9 +60,8 @@ from transformer_lens import HookedTransformer
 from workbench import cli
 from workbench.bounds_tracker import Tracker
 from workbench.commands import BoundsConfig
-from workbench.errors import UserError
 from workbench.interventions import CLEAN, ShortCircuit, parse_blocks
-from workbench.runner import Loader, Unit, run_units, slices
+from workbench.runner import Loader, Unit, group_identity, run_units, slices, sweep_groups
 
 log = logging.getLogger(__name__)
 
@@ -142,32 +140,42 @@ def compute_bounds(
     """
     tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
     blocks = sorted(range(model.cfg.n_layers) if blocks is None else set(blocks))
+    if not blocks:
+        raise ValueError("compute_bounds needs at least one block to short-circuit")
     model_name = model_name or model.cfg.model_name
     job = BoundsJob(
         tokens, prefix_len, sigma_floor, jacobian_samples, jacobian_iters, decode, token_table
     )
-    interventions = (CLEAN, *(ShortCircuit(b) for b in blocks))
-    units = [
-        Unit(model_name, None, interventions, a, b) for a, b in slices(len(tokens), batch_size)
-    ]
-    tables = run_units(
-        units,
+    return run_bounds(
+        units_for({model_name: blocks}, len(tokens), batch_size),
         job,
-        tables=TABLES,
         run=run,
         load=load or Loader(),
-        preloaded={(model_name, None): model} if executor == "serial" else None,
+        preloaded={(model_name, None): model},  # serial only (Ray tasks load their own)
         executor=executor,
         ray_address=ray_address,
         progress=progress,
-        desc="bounds",
     )
+
+
+def units_for(blocks: dict[str, Sequence[int]], n: int, batch_size: int) -> list[Unit]:
+    """One unit per (model, batch of rows): the clean model and each of that model's blocks."""
+    return [
+        Unit(name, None, (CLEAN, *(ShortCircuit(b) for b in model_blocks)), a, b)
+        for name, model_blocks in blocks.items()
+        for a, b in slices(n, batch_size)
+    ]
+
+
+def run_bounds(units: Sequence[Unit], job: BoundsJob, **run_kw) -> dict[str, pd.DataFrame]:
+    """``runner.run_units`` of the bounds' units (``run_kw``: its options), then each sample's
+    memorization scores beside its logit changes."""
+    tables = run_units(units, job, tables=TABLES, desc="bounds", **run_kw)
     mem = tables["memorization"]
     if not tables["samples"].empty and not mem.empty:
-        scores = mem[["intervention", "sample", "exact_match", "token_accuracy"]]
-        tables["samples"] = tables["samples"].merge(
-            scores, on=["intervention", "sample"], how="left"
-        )
+        keys = ["model", "intervention", "sample"]
+        scores = mem[[*keys, "exact_match", "token_accuracy"]]
+        tables["samples"] = tables["samples"].merge(scores, on=keys, how="left")
     return tables
 
 
@@ -211,164 +219,63 @@ def summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat([clean, per_block]).rename_axis("block")
 
 
-def figure(tables: dict[str, pd.DataFrame]):
-    """Measured vs certified ‖Δ_l‖ across depth (median over samples of the max over tokens),
-    one colour per short-circuited block, log scale; and the final ‖Δ_L‖ against block index."""
-    import plotly.colors as pc
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    layers = tables["layers"]
-    med = (
-        layers.groupby(["block", "layer"])
-        .agg(
-            measured=("measured", "median"),
-            certified=("certified", "median"),
-            weight=("weight", "first"),
-        )
-        .reset_index()
-    )
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=(
-            "‖Δ_l‖ across depth (solid: measured, dashed: certified)",
-            "final ‖Δ_L‖ against the short-circuited block",
-        ),
-    )
-    blocks = sorted(med.block.unique())
-    colours = pc.sample_colorscale(
-        "Viridis", [i / max(1, len(blocks) - 1) for i in range(len(blocks))]
-    )
-    for colour, block in zip(colours, blocks, strict=True):
-        d = med[med.block == block]
-        fig.add_trace(
-            go.Scatter(
-                x=d.layer,
-                y=d.measured,
-                mode="lines+markers",
-                name=f"block {block}",
-                line=dict(color=colour),
-                legendgroup=str(block),
-            ),
-            1,
-            1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=d.layer,
-                y=d.certified,
-                mode="lines",
-                showlegend=False,
-                line=dict(color=colour, dash="dash"),
-                legendgroup=str(block),
-            ),
-            1,
-            1,
-        )
-    last = med[med.layer == med.layer.max()]
-    for col, dash in (("measured", "solid"), ("certified", "dash"), ("weight", "dot")):
-        fig.add_trace(
-            go.Scatter(
-                x=last.block,
-                y=last[col],
-                mode="lines+markers",
-                name=col,
-                line=dict(color="black", dash=dash),
-            ),
-            1,
-            2,
-        )
-    fig.update_yaxes(type="log", title_text="‖Δ‖ (max over tokens, median over samples)")
-    fig.update_xaxes(title_text="layer l (x_l)", row=1, col=1)
-    fig.update_xaxes(title_text="short-circuited block", row=1, col=2)
-    fig.update_layout(template="plotly_white", width=1200, height=500)
-    return fig
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
     """``python -m workbench.bounds``; see ``workbench.cli`` for the shared behaviour."""
     return cli.main(BoundsConfig, execute, argv, "python -m workbench.bounds")
 
 
 def execute(cfg: BoundsConfig) -> dict[str, pd.DataFrame]:
-    """The command: the three tiers for every block asked for; prints the summary."""
-    from workbench.figures import StaticExportError, save
+    """The command: the three tiers for every block asked for, of each model of ``--model`` /
+    ``--models``; prints the summary (per model)."""
+    from workbench import bounds_report
+    from workbench.data import validate
     from workbench.memorization import load_inputs
     from workbench.organism import registry
-    from workbench.runs import Run, check_out, default_out, identity
+    from workbench.runs import Run, check_out, default_out
 
     start = time.perf_counter()
-    model_name = str(cfg.model or registry.DEFAULT_MODEL)
+    groups = sweep_groups(cfg.model, cfg.models, None)
+    first = groups[0][0]
     cfg.data = cfg.data or str(registry.DEFAULT_MEMORIZED_SET)
-    record = {**cli.recorded(cfg), "model": model_name, "identity": identity(model_name, cfg.data)}
-    out = Path(cfg.out or default_out("bounds", model_name, record))
+    record = {**cli.recorded(cfg), "identity": group_identity(groups, cfg.data)}
+    if not cfg.models:
+        record["model"] = first
+    out = Path(cfg.out or default_out("bounds", first, record))
     check_out(out, record, overwrite=cfg.overwrite)
     model, model_name, samples = load_inputs(
-        cfg.model, cfg.data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
+        first, cfg.data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
     )
     tokens = samples.tokens[: cfg.max_samples]
-    blocks = parse_blocks(cfg.blocks, model.cfg.n_layers)
-    if not blocks:
-        raise UserError(f"--blocks {cfg.blocks}: the bounds need at least one block")
+    load = Loader(cfg.device, cfg.dtype)
+    blocks = {}
+    for name, _ in groups:  # each model's blocks (not empty: BoundsConfig), the data checked
+        hooked = model if name == model_name else load(name, None)
+        c = hooked.cfg
+        tokens = validate(tokens, prefix_len=cfg.prefix_len, vocab_size=c.d_vocab, n_ctx=c.n_ctx)
+        blocks[name] = parse_blocks(cfg.blocks, c.n_layers)
+        del hooked
     run = Run.open(out, record, overwrite=cfg.overwrite)
-    tables = compute_bounds(
-        model,
-        tokens,
-        blocks,
-        prefix_len=cfg.prefix_len,
-        batch_size=cfg.batch_size,
-        sigma_floor=cfg.sigma_floor,
-        jacobian_samples=cfg.jacobian_samples,
-        jacobian_iters=cfg.jacobian_iters,
-        decode=cfg.decode,
-        token_table=cfg.token_table,
+    job = BoundsJob(
+        torch.as_tensor(np.asarray(tokens), dtype=torch.long),
+        cfg.prefix_len,
+        cfg.sigma_floor,
+        cfg.jacobian_samples,
+        cfg.jacobian_iters,
+        cfg.decode,
+        cfg.token_table,
+    )
+    tables = run_bounds(
+        units_for(blocks, len(tokens), cfg.batch_size),
+        job,
         run=run,
-        model_name=model_name,
+        load=load,
+        preloaded={(model_name, None): model},  # serial only (Ray tasks load their own)
         executor=cfg.executor,
         ray_address=cfg.ray_address,
-        load=Loader(cfg.device, cfg.dtype),
         progress=bool(cfg.progress),
     )
-    table = summary(tables)
-    table.to_csv(out / "summary.csv")
-    fig = figure(tables)
-    save(fig, out, "bounds", formats=("html",))  # plotly.js once per folder, offline
-    try:  # static copy when kaleido can render; the HTML is the figure of record
-        save(fig, out, "bounds", formats=("png",))
-    except StaticExportError as err:
-        log.info("no static PNG (%s); the figure is in bounds.html", err)
-    elapsed = time.perf_counter() - start
-    fmt = {c: (lambda x: f"{x:.3g}") for c in table.columns}
-    fmt.update(
-        exact_match=lambda x: f"{x:.3f}",
-        token_accuracy=lambda x: f"{x:.3f}",
-        violations=lambda x: "" if math.isnan(x) else f"{int(x)}",
-    )
-    sys.stdout.write(
-        f"{model_name} on {samples.name} ({len(tokens)} samples, {cfg.dtype}) → {out}\n"
-    )
-    sys.stdout.write(table.to_string(formatters=fmt, na_rep="") + "\n")
-    jac = tables["jacobian"]
-    if not jac.empty:
-        gains = (
-            tables["layers"]
-            .groupby("layer")
-            .agg(
-                measured_gain=("measured_gain", "median"),
-                certified_gain=("certified_gain", "median"),
-                weight_gain=("weight_gain", "first"),
-            )
-        )
-        gains.index = gains.index - 1  # gain of block l maps x_l to x_{l+1}
-        per_layer = gains.join(jac.groupby("layer").jacobian_norm.median(), how="outer")
-        sys.stdout.write(
-            "per block gain (median): measured, certified, weight K_l, Jacobian σ_max\n"
-        )
-        sys.stdout.write(
-            per_layer.rename_axis("block").to_string(float_format=lambda x: f"{x:.3g}") + "\n"
-        )
-    sys.stdout.write(f"wall time {elapsed:.1f} s\n")
+    bounds_report.write(tables, out, f"{samples.name} ({len(tokens)} samples, {cfg.dtype})")
+    sys.stdout.write(f"wall time {time.perf_counter() - start:.1f} s\n")
     return tables
 
 

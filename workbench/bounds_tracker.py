@@ -15,6 +15,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from workbench import bounds_math as bm
+from workbench import bounds_weights as bw
 from workbench.interventions import ShortCircuit
 
 log = logging.getLogger("workbench.bounds")
@@ -42,7 +43,7 @@ class Tracker:
         self.tokens = tokens  # the batch the passes run on (its suffix: the true tokens)
         self.nd = norm_dtype(model)
         self.rtol = RTOL.get(model.cfg.dtype, 1e-2)
-        self.consts = bm.layer_consts(model, n_pos or model.cfg.n_ctx, sigma_floor)
+        self.consts = bw.layer_consts(model, n_pos or model.cfg.n_ctx, sigma_floor)
         self.L = model.cfg.n_layers
         self.low = min(self.blocks) if self.blocks else self.L
         self._reset()
@@ -113,7 +114,7 @@ class Tracker:
         layers, tokens, samples = [], [], []
         for block, meas in self.measured.items():
             cert = bm.certified_bounds(self.consts, self.stats, block)
-            weight = bm.weight_bounds(self.consts, block)
+            weight = bw.weight_bounds(self.consts, block)
             prev = None
             for k, lay in enumerate(range(block + 1, self.L + 1)):
                 m, c, w = meas[lay].cpu(), cert[k].cpu(), weight[k]

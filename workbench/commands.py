@@ -40,6 +40,7 @@ class BoundsConfig(Sweep):
     bounds."""
 
     model: str | None = cli.model_option()
+    models: list[str] | None = cli.models_option()
     data: str | None = cli.data_option()
     blocks: str = cli.blocks_option()
     device: str = cli.device_option()
@@ -59,6 +60,15 @@ class BoundsConfig(Sweep):
     )
     decode: bool = option(True, "decode freely (token_accuracy); off: NaN")
     token_table: bool = option(True, "the per-token table (blocks × layers × samples × T rows)")
+
+    def __post_init__(self) -> None:
+        from workbench.blocks import block_indices
+
+        if block_indices(self.blocks) == []:
+            raise UserError(
+                f"--blocks {self.blocks}: the bounds are about a short-circuited block; "
+                "name at least one (all, 3, 0,2,5 or 2-5)"
+            )
 
 
 @dataclass
@@ -108,7 +118,7 @@ class BenchmarkConfig(Sweep):
 
 
 @dataclass
-class TaxonomyConfig(Runtime):
+class TaxonomyConfig(Sweep):
     """The Guess-or-Recall study on a model (the organism by default)."""
 
     model: str | None = cli.model_option()
@@ -175,7 +185,7 @@ QUICK = {"max_samples": 48, "bounds_samples": 8, "task_limit": 24}
 
 
 @dataclass
-class ReproduceConfig(Runtime):
+class ReproduceConfig(Sweep):
     """Every figure from nothing on the embedded organism: the runs, then the figures."""
 
     out: str = option("runs/organism", "folder of the run directories", runtime=True)

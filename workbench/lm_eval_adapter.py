@@ -14,7 +14,7 @@
 Several interventions at once (``sweep=``): the first loglikelihood call on a set of requests
 scores them under *every* intervention of the sweep, sharing the work they have in common: one
 clean pass per batch keeps the residual stream entering each intervened block, and each
-intervention runs only from its lowest intervened block on (``workbench.passes``). The answers
+intervention runs only from its lowest intervened block on (``workbench.lm_scoring``). The answers
 are cached by token sequence and intervention, so running lm-eval again with ``lm.intervention``
 set to another member of the sweep costs nothing but lm-eval's own bookkeeping, and lm-eval does
 every metric, filter, aggregation and standard error itself.
@@ -38,8 +38,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
-from jaxtyping import Float, Int
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
@@ -48,92 +46,14 @@ from lm_eval.models.utils import (
     normalize_gen_kwargs,
     postprocess_generated_text,
 )
-from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
 from workbench.interventions import CLEAN, ShortCircuit, parse_blocks
-from workbench.passes import clean_pass, intervened_pass
+from workbench.lm_scoring import Answer, score_pairs
 
 log = logging.getLogger(__name__)
-
-TokenPair = tuple[tuple[int, ...], tuple[int, ...]]
-Answer = tuple[float, bool]
-
-
-def score_pairs(
-    model: HookedTransformer,
-    pairs: Sequence[TokenPair],
-    interventions: Sequence[ShortCircuit],
-    *,
-    batch_size: int = 16,
-    max_length: int | None = None,
-    progress: bool = False,
-) -> dict[ShortCircuit, list[Answer]]:
-    """(sum of log-probs of the continuation, is it the greedy continuation) per pair and
-    intervention, with the clean residual stream shared below each intervention's lowest block.
-
-    ``pairs`` are (context tokens, continuation tokens), the context non-empty; as in HFLM the
-    model reads ``(context + continuation)[-(max_length + 1):][:-1]``.
-    """
-    max_length = max_length or model.cfg.n_ctx
-    interventions = list(dict.fromkeys(interventions))
-    inputs: dict[tuple[int, ...], list[int]] = defaultdict(list)  # model input -> pair indices
-    for i, (ctx, cont) in enumerate(pairs):
-        if not ctx or not cont:
-            raise ValueError("a loglikelihood request needs a non-empty context and continuation")
-        if len(cont) > max_length:
-            raise ValueError(f"continuation of {len(cont)} tokens exceeds max_length {max_length}")
-        inputs[(ctx + cont)[-(max_length + 1) :][:-1]].append(i)
-    order = sorted(inputs, key=lambda t: (-len(t), t))
-    keep = sorted({sc.blocks[0] for sc in interventions if not sc.is_clean})
-    out: dict[ShortCircuit, list[Answer]] = {
-        sc: [(0.0, False)] * len(pairs) for sc in interventions
-    }
-    device = model.cfg.device
-    bar = tqdm(
-        total=len(order) * len(interventions),
-        disable=not progress,
-        desc=f"loglikelihood x{len(interventions)} configs",
-        unit="seq",
-    )
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        tokens, mask = _right_pad(batch, device)
-        clean_logits, resid = clean_pass(model, tokens, keep, attention_mask=mask)
-        for sc in interventions:
-            logits = (
-                clean_logits
-                if sc.is_clean
-                else intervened_pass(model, tokens, sc, resid, attention_mask=mask)
-            )
-            for row, inp in enumerate(batch):
-                for i in inputs[inp]:
-                    out[sc][i] = _score_one(logits[row], len(inp), pairs[i][1])
-            bar.update(len(batch))
-        del clean_logits, resid
-    bar.close()
-    return out
-
-
-def _right_pad(
-    seqs: Sequence[tuple[int, ...]], device: str | torch.device | None
-) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-    width = max(len(s) for s in seqs)
-    tokens = torch.zeros(len(seqs), width, dtype=torch.long)
-    mask = torch.zeros(len(seqs), width, dtype=torch.long)
-    for row, s in enumerate(seqs):
-        tokens[row, : len(s)] = torch.tensor(s)
-        mask[row, : len(s)] = 1
-    return tokens.to(device), mask.to(device)
-
-
-def _score_one(logits: Float[Tensor, "pos d_vocab"], inplen: int, cont: tuple[int, ...]) -> Answer:
-    logprobs = F.log_softmax(logits[inplen - len(cont) : inplen].float(), dim=-1)
-    target = torch.tensor(cont, device=logprobs.device)
-    greedy = bool((logprobs.argmax(dim=-1) == target).all())
-    return float(logprobs.gather(1, target[:, None]).sum()), greedy
 
 
 def _tokenizer(model: HookedTransformer, tokenizer=None):
@@ -391,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cli_evaluate()
 
 
-__all__ = ["CLEAN", "HookedLM", "main", "score_pairs"]
+__all__ = ["CLEAN", "HookedLM", "main"]
 
 if __name__ == "__main__":
     # register the importable module's class, not a second copy living in __main__

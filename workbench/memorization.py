@@ -174,6 +174,9 @@ def sweep(
     decode_rows: int = 512,
     chunk_rows: int | None = None,
     lean: bool | None = None,
+    executor: str = "serial",
+    ray_address: str | None = None,
+    load: Loader | None = None,
 ) -> pd.DataFrame:
     """Every metric of ``workbench.metrics`` for every (intervention, sample); a tidy table.
 
@@ -196,6 +199,8 @@ def sweep(
         chunk_rows: how many of those rows each sequential decode step carries (default: all).
         lean: decode steps through ``workbench.fast_step`` (default: where it supports the
             model) or TransformerLens' KV-cached forward (False).
+        executor: ``"serial"`` (this process, ``model``) or ``"ray"`` (Ray tasks at
+            ``ray_address`` that load ``model_name`` with ``load``; see ``workbench.runner``).
     """
     if isinstance(samples, SampleSet):
         dataset_name = dataset_name or samples.name
@@ -227,7 +232,10 @@ def sweep(
         tables=[TABLE],
         run=run,
         sort_by={TABLE: SORT},
-        preloaded={(name, None): model},
+        load=load or Loader(),
+        preloaded={(name, None): model},  # serial only (Ray tasks load their own)
+        executor=executor,
+        ray_address=ray_address,
         progress=progress,
         desc="memorization",
     )

@@ -12,7 +12,9 @@ evaluation under ``--out``:
   every item of each (``--task-limit N`` for the first N), same interventions;
 - ``bounds-<default member>``: measured / certified / weight-only ‖Δ_l‖ for the default member.
 
-Then ``workbench.figures`` writes figures 1–5 (HTML + PNG + SVG) to ``--figures``. Every run is
+Each evaluation's units go through ``workbench.runner``: ``--executor ray`` runs them as Ray
+tasks (``--ray-address`` joins a cluster that sees ``--out``). Then ``workbench.figures`` writes
+figures 1–5 (HTML + PNG + SVG) to ``--figures``. Every run is
 resumable: rerunning the command skips finished units, so an interrupted reproduction continues
 and a finished one only redraws the figures. ``--quick`` evaluates a subset (a few samples and
 task items per member) for smoke tests and the notebooks; its numbers are not the figures'.
@@ -87,6 +89,8 @@ def run_memorization(model, name: str, cfg: ReproduceConfig, out: Path):
         progress=False,
         model_name=name,
         dataset_name=samples.name,
+        executor=cfg.executor,
+        ray_address=cfg.ray_address,
     )
 
 
@@ -104,6 +108,8 @@ def run_benchmarks(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
         batch_size=cfg.batch_size,
         out=str(out),
         overwrite=cfg.overwrite,
+        executor=cfg.executor,
+        ray_address=cfg.ray_address,
     )
     record = run_record(bcfg, [(name, None)])
     check_out(out, record, overwrite=cfg.overwrite)  # before trusting a table
@@ -147,6 +153,8 @@ def run_bounds(model, name: str, cfg: ReproduceConfig, out: Path) -> None:
         model_name=name,
         decode=False,
         jacobian_samples=0,
+        executor=cfg.executor,
+        ray_address=cfg.ray_address,
     )
 
 

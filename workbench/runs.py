@@ -152,6 +152,10 @@ class Run:
         df.to_parquet(tmp, index=False)
         tmp.replace(part)
 
+    def drop(self, table: str) -> None:
+        """Forget every saved part of a table (its units run again)."""
+        shutil.rmtree(self.path / "parts" / table, ignore_errors=True)
+
     def load(self, table: str, key: str) -> pd.DataFrame:
         return pd.read_parquet(self._part(table, key))
 

@@ -73,6 +73,7 @@ def main() -> None:
     import lm_eval
 
     from workbench import benchmarks as bm
+    from workbench import lm_eval_tasks as lt
     from workbench.interventions import CLEAN, parse_blocks, single_block_sweep
     from workbench.lm_eval_adapter import HookedLM
     from workbench.models import load_model
@@ -105,8 +106,8 @@ def main() -> None:
         device="cpu",
         out=str(tmp / "run"),
     )
-    tm = bm.task_manager(tasks, include)
-    tasks = tasks or bm.default_tasks(tm)
+    tm = lt.task_manager(tasks, include)
+    tasks = tasks or lt.default_tasks(tm)
     sweep = [CLEAN, *single_block_sweep(parse_blocks(a.blocks, model.cfg.n_layers))]
     print(
         f"{what}; tasks {tasks}; {len(sweep)} configurations; limit {limit}; {a.threads} thread(s)"
@@ -123,7 +124,7 @@ def main() -> None:
             log_samples=False,
         )
         base = {"intervention": sc.label}
-        naive += bm.result_rows(res, base, None)
+        naive += lt.result_rows(res, base, None)
     t_naive, c_naive = time.perf_counter() - t0, time.process_time() - c0
 
     t0, c0 = time.perf_counter(), time.process_time()

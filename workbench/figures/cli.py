@@ -22,15 +22,15 @@ from workbench import cli
 from workbench.commands import FiguresConfig
 from workbench.errors import UserError
 from workbench.figures import FORMATS, save
+from workbench.figures.bounds_plot import bounds_figure
 from workbench.figures.plots import (
-    bounds_figure,
     duplication_heatmap,
     model_scale_figure,
     relative_drop_figure,
     short_circuit_figure,
 )
-from workbench.figures.tables import MissingColumns
 from workbench.runs import check_writable, read_run
+from workbench.tables import MissingColumns
 
 log = logging.getLogger(__name__)
 

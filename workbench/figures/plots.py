@@ -6,7 +6,8 @@
    (the paper's scale figure).
 3. ``relative_drop_figure``: relative decrease in accuracy per short-circuited block, language vs
    reasoning tasks.
-4. ``bounds_figure``: measured vs certified ‖Δ_l‖ across depth, log y, one colour per block.
+4. ``bounds_figure`` (``workbench.figures.bounds_plot``): measured vs certified ‖Δ_l‖ across
+   depth, log y, one colour per block.
 5. ``duplication_heatmap``: exact match by duplication count × short-circuited block.
 
 Plus ``memorization_by_block`` (memorization only, no benchmarks) for quick looks.
@@ -15,10 +16,19 @@ Plus ``memorization_by_block`` (memorization only, no benchmarks) for quick look
 from __future__ import annotations
 
 import plotly.graph_objects as go
-from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from workbench.figures.tables import (
+from workbench.figures.style import (
+    BLOCK_TITLE,
+    CLEAN_COLOR,
+    COLORSCALE,
+    GROUP_COLORS,
+    MARKER_LINE,
+    METRIC_TITLES,
+    TEMPLATE,
+    pick_model,
+)
+from workbench.tables import (
     MissingColumns,
     benchmark_accuracy,
     block_index,
@@ -28,30 +38,6 @@ from workbench.figures.tables import (
     require,
     with_ground_truth,
 )
-
-COLORSCALE = "Blues"
-CLEAN_COLOR = "red"
-GROUP_COLORS = {"language": "#2ca02c", "reasoning": "#4c4cff", "other": "#7f7f7f"}
-METRIC_TITLES = {
-    "exact_match": "Exact match",
-    "token_accuracy": "Token accuracy",
-    "completion_entropy": "Completion entropy (nats)",
-}
-ACCURACY_TITLE = "Benchmark accuracy (mean over tasks)"
-BLOCK_TITLE = "Short-circuited attention block"
-_MARKER_LINE = {"color": "#333", "width": 0.6}
-_TEMPLATE = "simple_white"
-
-
-def _pick_model(df, model: str | None) -> str:
-    models = list(dict.fromkeys(df["model"]))
-    if model is None:
-        if not models:
-            raise MissingColumns("the table is empty")
-        return models[0]
-    if model not in models:
-        raise MissingColumns(f"model {model!r} is not in the table; it has {models}")
-    return model
 
 
 def _range(metric: str) -> dict:
@@ -87,7 +73,7 @@ def _scatter_panel(fig, d, y: str, row: int, col: int, name: str, first: bool) -
                 "color": blocks["block"],
                 "coloraxis": "coloraxis",
                 "size": 10,
-                "line": _MARKER_LINE,
+                "line": MARKER_LINE,
             },
             customdata=blocks["block"],
             hovertemplate="block %{customdata}<br>accuracy %{x:.3f}<br>%{y:.3f}<extra></extra>",
@@ -128,7 +114,7 @@ def short_circuit_figure(
         kind: the intervention kind plotted (the clean model is always included).
     """
     d = joined(mem, bench, kind)
-    model = _pick_model(d, model)
+    model = pick_model(d, model)
     d = d[d["model"] == model]
     metrics = list(METRIC_TITLES)
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08)
@@ -140,7 +126,7 @@ def short_circuit_figure(
     fig.update_layout(
         title=f"{model}: memorization vs benchmark accuracy, per short-circuited block",
         coloraxis=_coloraxis(n_blocks),
-        template=_TEMPLATE,
+        template=TEMPLATE,
         width=1250,
         height=420,
         legend={"orientation": "h", "y": -0.22, "x": 0.0},
@@ -175,7 +161,7 @@ def model_scale_figure(
     fig.update_layout(
         title=f"{METRIC_TITLES.get(metric, metric)} vs accuracy across models",
         coloraxis=_coloraxis(n_blocks),
-        template=_TEMPLATE,
+        template=TEMPLATE,
         width=330 * len(models) + 180,
         height=420,
         legend={"orientation": "h", "y": -0.22, "x": 0.0},
@@ -188,7 +174,7 @@ def relative_drop_figure(bench, *, model: str | None = None, kind: str = "identi
     tasks of each group, per short-circuited block; one line per task group."""
     require(bench, ["group"], "benchmarks")
     d = benchmark_accuracy(bench, kind, by=("group",))
-    model = _pick_model(d, model)
+    model = pick_model(d, model)
     d = d[(d["model"] == model) & (d["block"] >= 0)]
     fig = go.Figure()
     known = list(GROUP_COLORS)
@@ -213,89 +199,9 @@ def relative_drop_figure(bench, *, model: str | None = None, kind: str = "identi
         xaxis_title=BLOCK_TITLE,
         yaxis_title="Relative decrease in accuracy",
         xaxis={"dtick": 1},
-        template=_TEMPLATE,
+        template=TEMPLATE,
         width=650,
         height=450,
-    )
-    return fig
-
-
-# Column names the bounds table may use, first present wins.
-BOUNDS_COLUMNS = {
-    "block": ("block", "short_circuited", "sc_block", "intervened_block"),
-    "layer": ("layer", "depth"),
-    "measured": ("measured", "measured_norm", "delta_measured", "measured_max"),
-    "certified": ("certified", "certified_bound", "certified_norm", "bound_certified"),
-}
-
-
-def _resolve(df, role: str) -> str:
-    for name in BOUNDS_COLUMNS[role]:
-        if name in df.columns:
-            return name
-    raise MissingColumns(
-        f"the bounds table has no {role} column (any of {BOUNDS_COLUMNS[role]}); "
-        f"it has {list(df.columns)}"
-    )
-
-
-def bounds_figure(
-    bounds,
-    *,
-    model: str | None = None,
-    blocks: list[int] | None = None,
-    agg: str = "median",
-    show_weight: bool = False,
-) -> go.Figure:
-    """Figure 4: measured (solid) and certified (dashed) ‖Δ_l‖ against the layer l, log scale,
-    one colour per short-circuited block.
-
-    ``bounds`` is the ``layers`` table of ``python -m workbench.bounds`` (block × layer × sample,
-    each value the max over tokens); samples are combined with ``agg`` (median, as the bounds
-    command's summary; or mean, max). ``show_weight`` adds the weight-only bound (dotted).
-    Non-positive values (nothing changed yet) are not drawn on the log axis.
-    """
-    cols = {role: _resolve(bounds, role) for role in BOUNDS_COLUMNS}
-    d = bounds
-    if "model" in d.columns:
-        model = _pick_model(d, model)
-        d = d[d["model"] == model]
-    tiers = [("measured", "solid"), ("certified", "dash")]
-    if show_weight and "weight" in d.columns:
-        cols["weight"] = "weight"
-        tiers.append(("weight", "dot"))
-    all_blocks = sorted(int(b) for b in d[cols["block"]].dropna().unique())
-    chosen = [b for b in all_blocks if blocks is None or b in blocks]
-    positions = [0.35 + 0.65 * i / max(len(all_blocks) - 1, 1) for i in range(len(all_blocks))]
-    colors = sample_colorscale(COLORSCALE, positions)
-    fig = go.Figure()
-    for b in chosen:
-        g = d[d[cols["block"]] == b]
-        g = g.groupby(cols["layer"], as_index=False)[[cols[r] for r, _ in tiers]].agg(agg)
-        color = colors[all_blocks.index(b)]
-        for role, dash in tiers:
-            pos = g[g[cols[role]] > 0]
-            fig.add_trace(
-                go.Scatter(
-                    x=pos[cols["layer"]],
-                    y=pos[cols[role]],
-                    mode="lines+markers",
-                    name=f"block {b} {role}",
-                    legendgroup=f"block {b}",
-                    line={"color": color, "dash": dash},
-                    marker={"size": 5},
-                    hovertemplate=f"block {b}<br>layer %{{x}}<br>{role} %{{y:.3g}}<extra></extra>",
-                )
-            )
-    fig.update_layout(
-        title=f"{model + ': ' if model else ''}measured (solid) vs certified (dashed) ‖Δ_l‖",
-        xaxis_title="Layer l (residual stream entering block l; L = final)",
-        xaxis={"dtick": 1},
-        yaxis_title=f"‖Δ_l‖, max over tokens ({agg} over samples)",
-        yaxis_type="log",
-        template=_TEMPLATE,
-        width=820,
-        height=500,
     )
     return fig
 
@@ -314,7 +220,7 @@ def duplication_heatmap(
     and ``kind``); ``sample_kinds`` selects sample kinds (None: all). Held-out samples
     (duplication count 0) form the bottom row."""
     d = with_ground_truth(mem, truth)
-    d = d[d["model"] == _pick_model(d, model)]
+    d = d[d["model"] == pick_model(d, model)]
     model = d["model"].iloc[0]
     kind_col = "sample_kind" if "sample_kind" in d.columns else None
     if sample_kinds is not None and kind_col is not None:
@@ -361,7 +267,7 @@ def duplication_heatmap(
         yaxis_title="Duplication count in training",
         xaxis={"type": "category"},
         yaxis={"type": "category"},
-        template=_TEMPLATE,
+        template=TEMPLATE,
         width=760,
         height=460,
     )
@@ -372,7 +278,7 @@ def memorization_by_block(mem, *, model: str | None = None, kind: str = "identit
     """Memorization only: each metric against the short-circuited block, the unmodified model as
     a red dotted line (no benchmarks needed)."""
     d = memorization_means(mem, kind)
-    model = _pick_model(d, model)
+    model = pick_model(d, model)
     d = d[d["model"] == model]
     clean, blocks = _clean_and_blocks(d)
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08)
@@ -402,7 +308,7 @@ def memorization_by_block(mem, *, model: str | None = None, kind: str = "identit
         fig.update_xaxes(title_text=BLOCK_TITLE, dtick=1, row=1, col=i)
     fig.update_layout(
         title=f"{model}: memorization per short-circuited block (red dotted: unmodified model)",
-        template=_TEMPLATE,
+        template=TEMPLATE,
         width=1200,
         height=400,
         showlegend=False,

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.figures.tables import block_index, primary_rows, reproduced_by_clean
 from workbench.organism.evaluate import wilson
 from workbench.organism.members import MAIN_MEMBER
+from workbench.tables import block_index, primary_rows, reproduced_by_clean
 
 NEAR = 0.05  # "accuracy near the clean model": within 5 points (absolute)
 

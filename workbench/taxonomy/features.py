@@ -9,20 +9,31 @@ a preallocated ``[n, layers, seq, seq]`` buffer (in memory, or a ``.npy`` memory
 large sets, flushed after every batch), so no more than one layer's per-head pattern of one batch
 is ever held. The pass stops before the unembedding (``stop_at_layer``), which the features do not
 need.
+
+In a run (:func:`stream_features`), each batch of rows is a unit of ``workbench.runner``
+(:class:`FeatureJob`): it writes its rows of the run's feature files (one ``.npy`` memory map per
+pooling, each unit its own region) and a part of the ``features`` table saying so, so an
+interrupted extraction resumes where it stopped and ``--executor ray`` spreads the batches over
+Ray tasks; the arrays are those of one uninterrupted :func:`attention_features` with the same
+batch size, bit for bit.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
+
+from workbench.runner import Loader, Unit, run_units, slices
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +85,7 @@ def attention_features(
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = {p: out_dir / f"attention_{p}.npy" for p in poolings}
+        paths = {p: feature_path(out_dir, p) for p in poolings}
         buffers = {
             p: np.lib.format.open_memmap(paths[p], mode="w+", dtype=dtype, shape=shape)
             for p in poolings
@@ -111,7 +122,100 @@ def attention_features(
 
 def load_features(out_dir: str | Path, pooling: str) -> Float[np.ndarray, "n layer seq seq"]:
     """The features :func:`attention_features` streamed to ``out_dir`` (a read-only memory map)."""
-    return np.load(Path(out_dir) / f"attention_{pooling}.npy", mmap_mode="r")
+    return np.load(feature_path(out_dir, pooling), mmap_mode="r")
+
+
+def feature_path(out_dir: str | Path, pooling: str) -> Path:
+    return Path(out_dir) / f"attention_{pooling}.npy"
+
+
+FEATURES = "features"  # the table of the rows each unit wrote
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureJob:
+    """The features of one unit (rows ``[start, stop)``, one batch): written into the feature
+    files under ``out_dir`` (made by :func:`stream_features`), and a ``features`` table of the
+    rows written with the sum of each row's features per pooling (float64, a fingerprint)."""
+
+    tokens: Int[np.ndarray, "n seq"]
+    out_dir: str
+    poolings: tuple[str, ...] = ("mean", "max")
+    dtype: str = "float32"
+
+    def __call__(self, model: HookedTransformer, unit: Unit) -> dict[str, pd.DataFrame]:
+        rows = slice(unit.start, unit.stop)
+        feats = attention_features(
+            model,
+            self.tokens[rows],
+            poolings=self.poolings,
+            batch_size=len(self.tokens[rows]),
+            dtype=np.dtype(self.dtype),
+            progress=False,
+        )
+        table = pd.DataFrame({"sample": np.arange(len(self.tokens))[rows]})
+        for pooling, values in feats.items():
+            stored = np.load(feature_path(self.out_dir, pooling), mmap_mode="r+")
+            stored[rows] = values
+            stored.flush()
+            del stored
+            table[f"{pooling}_sum"] = values.sum(axis=(1, 2, 3), dtype=np.float64)
+        return {FEATURES: table}
+
+
+def stream_features(
+    model: HookedTransformer,
+    tokens: Int[np.ndarray, "n seq"],
+    run,
+    *,
+    poolings: Sequence[str] = ("mean", "max"),
+    batch_size: int = 32,
+    model_name: str = "",
+    executor: str = "serial",
+    ray_address: str | None = None,
+    load: Loader | None = None,
+    progress: bool = False,
+) -> dict[str, Float[np.ndarray, "n layer seq seq"]]:
+    """:func:`attention_features` of every row into ``<run>/features/``, one unit of
+    ``workbench.runner`` per batch (resumable; ``executor="ray"``: Ray tasks load
+    ``model_name`` with ``load`` and write their rows on the run's shared file system).
+    Returns read-only memory maps."""
+    out_dir = (Path(run.path) / "features").resolve()
+    n, seq = tokens.shape
+    shape = (n, model.cfg.n_layers, seq, seq)
+    if _make_files(out_dir, poolings, shape, np.dtype(np.float32)):
+        run.drop(FEATURES)  # parts of files that are gone: every row again
+    name = model_name or model.cfg.model_name
+    units = [Unit(name, None, (), a, b) for a, b in slices(n, batch_size)]
+    run_units(
+        units,
+        FeatureJob(np.asarray(tokens), str(out_dir), tuple(poolings)),
+        tables=[FEATURES],
+        run=run,
+        load=load or Loader(),
+        preloaded={(name, None): model},  # serial only (Ray tasks load their own)
+        executor=executor,
+        ray_address=ray_address,
+        progress=progress,
+        desc="attention features",
+    )
+    return {p: load_features(out_dir, p) for p in poolings}
+
+
+def _make_files(out_dir: Path, poolings: Sequence[str], shape: tuple, dtype: np.dtype) -> bool:
+    """Create each pooling's file unless it is there with this shape and dtype; whether any
+    was created."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = False
+    for pooling in poolings:
+        path = feature_path(out_dir, pooling)
+        if path.exists():
+            kept = np.load(path, mmap_mode="r")
+            if kept.shape == shape and kept.dtype == dtype:
+                continue
+        np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+        made = True
+    return made
 
 
 def head_patterns(

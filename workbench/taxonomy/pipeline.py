@@ -6,7 +6,8 @@ Steps (each saved in the run directory, see :func:`run`):
    every block short-circuited alone), or read from an existing memorization run;
 2. labels in both taxonomies (:mod:`workbench.taxonomy.labels`), next to the organism's ground
    truth when there is one;
-3. head-pooled attention features, streamed to ``features/attention_<pooling>.npy``;
+3. head-pooled attention features, streamed to ``features/attention_<pooling>.npy`` one batch
+   (a unit of ``workbench.runner``, resumable, ``--executor ray``) at a time;
 4. per taxonomy: every CNN variant × seed (min-F1, per-class F1, confusion matrices), then the
    localization maps of all those CNNs (``localization_<taxonomy>.npy`` + a per-layer summary);
 5. the per-class short-circuit table (``class_drop``) and HTML figures.
@@ -24,9 +25,9 @@ import pandas as pd
 from workbench import cli
 from workbench.commands import TaxonomyConfig
 from workbench.errors import UserError
-from workbench.figures import save
+from workbench.export import save
 from workbench.taxonomy import cnn, labels, localize, report, split_effects
-from workbench.taxonomy.features import attention_features, head_patterns
+from workbench.taxonomy.features import head_patterns, stream_features
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def memorization_verdicts(cfg: TaxonomyConfig, model, tokens: np.ndarray, run) -
         return reused_verdicts(cfg.memorization, run.config, len(tokens))
     from workbench.interventions import interventions_from
     from workbench.memorization import sweep
+    from workbench.runner import Loader
 
     interventions = interventions_from(cfg.blocks, model.cfg.n_layers, kind=cfg.kind)
     return sweep(
@@ -94,6 +96,10 @@ def memorization_verdicts(cfg: TaxonomyConfig, model, tokens: np.ndarray, run) -
         decode=cfg.decode,
         progress=bool(cfg.progress),
         run=run,
+        model_name=run.config["model"],
+        executor=cfg.executor,
+        ray_address=cfg.ray_address,
+        load=Loader(cfg.device, cfg.dtype),
     )
 
 
@@ -118,21 +124,21 @@ def sample_labels(
 
 
 def _features(cfg, model, tokens, run, poolings) -> dict[str, np.ndarray]:
-    out_dir = run.path / "features"
-    done = out_dir / "done.json"
-    expected = [len(tokens), model.cfg.n_layers, tokens.shape[1], tokens.shape[1]]
-    if done.exists() and json.loads(done.read_text()) == {"poolings": poolings, "shape": expected}:
-        return {p: np.load(out_dir / f"attention_{p}.npy", mmap_mode="r") for p in poolings}
-    feats = attention_features(
+    """The attention features in the run, one unit per batch (resumable, any executor)."""
+    from workbench.runner import Loader
+
+    return stream_features(
         model,
         tokens,
+        run,
         poolings=poolings,
         batch_size=cfg.batch_size,
-        out_dir=out_dir,
-        progress=cfg.progress,
+        model_name=run.config["model"],
+        executor=cfg.executor,
+        ray_address=cfg.ray_address,
+        load=Loader(cfg.device, cfg.dtype),
+        progress=bool(cfg.progress),
     )
-    done.write_text(json.dumps({"poolings": poolings, "shape": expected}))
-    return feats
 
 
 def _class_labels(table: pd.DataFrame, taxonomy: str, min_size: int) -> tuple[np.ndarray, list]:

@@ -1,4 +1,6 @@
-"""From tidy run tables to the small per-intervention frames the figures draw.
+"""From tidy run tables to small per-intervention frames: what the figures draw
+(``workbench.figures``) and what the commands summarize (``workbench.benchmarks``,
+``workbench.organism.findings``). Computation only: no plotting here.
 
 Conventions shared with the runs (``workbench.memorization``, ``workbench.benchmarks``,
 ``workbench.bounds``): ``intervention`` is a ``ShortCircuit`` label (``"none"`` for the unmodified
