@@ -82,10 +82,11 @@ def interventions_for(cfg: BenchmarkConfig, n_layers: int) -> list[ShortCircuit]
 def run_record(cfg: BenchmarkConfig, groups: Sequence[tuple[str, int | None]]) -> dict:
     """What a benchmark run records (and compares on reopening), for (model, checkpoint)s: the
     local task files' digest too (the organism's tasks and ``include_path``), so edited items
-    do not resume."""
+    do not resume. The digests are listed in folder order, without the folders' paths: a
+    clone elsewhere identifies the same tasks the same way."""
     from workbench.runs import tree_digest
 
-    tasks = {d: tree_digest(Path(d)) for d in local_task_dirs(cfg.include_path)}
+    tasks = [tree_digest(Path(d)) for d in local_task_dirs(cfg.include_path)]
     record = {
         **cli.recorded(cfg),
         "identity": {**group_identity(groups, None), "tasks_sha256": tasks},
