@@ -65,7 +65,7 @@ def test_jsonl_text_uses_the_model_tokenizer(tmp_path, tiny_neox):
     )
     s = load_samples(path, tokenizer=tiny_neox.tokenizer, prefix_len=2, vocab_size=96)
     assert s.tokens.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]  # no BOS added
-    with pytest.raises(SampleSetError, match="pass a tokenizer"):
+    with pytest.raises(SampleSetError, match="no tokenizer"):
         load_jsonl(path)
 
 

@@ -123,7 +123,10 @@ def load_jsonl(path: str | Path, tokenizer=None, **check) -> SampleSet:
             raise SampleSetError(f"{path}: line {i + 1} is not JSON ({err.msg}).") from None
         if isinstance(item, dict) and "text" in item:
             if tokenizer is None:
-                raise SampleSetError(f"{path.name}: line {i + 1} holds text; pass a tokenizer.")
+                raise SampleSetError(
+                    f"{path.name}: line {i + 1} holds text, but there is no tokenizer (the "
+                    'model has none); give token ids: .npy, or jsonl lists / {"tokens": [...]}.'
+                )
             item = tokenizer(item["text"], add_special_tokens=False)["input_ids"]
         elif isinstance(item, dict):
             item = item.get("tokens", item.get("input_ids"))
