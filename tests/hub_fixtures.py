@@ -21,6 +21,7 @@ is its last step, as on the hub. Every revision has its own random weights.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -135,7 +136,8 @@ def tokenizer_files() -> dict[str, bytes]:
 
 def random_weights(config: dict, seed: int) -> bytes:
     """``model.safetensors`` of a randomly initialised model of this config (every parameter,
-    LayerNorms and biases too, drawn away from its default so that each one matters)."""
+    LayerNorms and biases too, drawn away from its default so that each one matters), stored in
+    the config's ``torch_dtype`` (float16 for Pythia, as on the hub)."""
     from tiny_models import _perturb
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -143,6 +145,7 @@ def random_weights(config: dict, seed: int) -> bytes:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
     _perturb(model)
+    model.to(getattr(torch, config.get("torch_dtype") or "float32"))
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         return (Path(tmp) / "model.safetensors").read_bytes()
@@ -150,6 +153,12 @@ def random_weights(config: dict, seed: int) -> bytes:
 
 def cache_dir_name(repo: str, kind: str = "model") -> str:
     return f"{kind}s--" + repo.replace("/", "--")
+
+
+def snapshot(cache: Path, repo: str, revision: str = "main", kind: str = "model") -> Path:
+    """The snapshot directory a ref of ``repo`` points at."""
+    root = cache / cache_dir_name(repo, kind)
+    return root / "snapshots" / (root / "refs" / revision).read_text()
 
 
 def write_snapshot(
@@ -207,6 +216,44 @@ def write_hub_cache(cache: Path, models: tuple[HubModel, ...] = DEFAULT_MODELS) 
     for seed, m in enumerate(models):
         write_model(cache, m, seed=100 * seed)
     return cache
+
+
+MEMORIZED_EVALS_README = """---
+license: mit
+dataset_info:
+  features:
+  - name: index
+    dtype: int64
+  - name: tokens
+    sequence: int64
+  - name: __index_level_0__
+    dtype: int64
+---
+# Pythia Memorized Evals (a stand-in with random rows, written by the tests)
+"""
+
+
+def write_memorized_evals(cache: Path, splits: dict[str, list], shards: int = 2) -> Path:
+    """``EleutherAI/pythia-memorized-evals`` in the hub cache, as ``push_to_hub`` lays it out
+    (``data/<split>-0000i-of-0000n.parquet``; columns index, tokens, __index_level_0__), written
+    with ``datasets``. ``splits``: split -> (index, tokens) rows."""
+    import datasets
+
+    files = {"README.md": MEMORIZED_EVALS_README.encode()}
+    for split, rows in splits.items():
+        for i in range(shards):
+            part = rows[i * len(rows) // shards : (i + 1) * len(rows) // shards]
+            ds = datasets.Dataset.from_dict(
+                {
+                    "index": [r[0] for r in part],
+                    "tokens": [list(r[1]) for r in part],
+                    "__index_level_0__": [r[0] for r in part],
+                }
+            )
+            buf = io.BytesIO()
+            ds.to_parquet(buf)
+            files[f"data/{split}-{i:05d}-of-{shards:05d}.parquet"] = buf.getvalue()
+    return write_snapshot(cache, "EleutherAI/pythia-memorized-evals", files, ["main"], "dataset")
 
 
 def use_hub_cache(monkeypatch, cache: Path) -> None:

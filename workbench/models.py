@@ -21,7 +21,9 @@ changes its norm; ask for it with ``process_weights=True`` when you want Transfo
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 import logging
 import os
 from pathlib import Path
@@ -159,9 +161,12 @@ def _load_hub(
         revision = _hub_revision(repo, int(checkpoint))
         kwargs = {**kwargs, "checkpoint_value": int(checkpoint)}
     try:
-        return HookedTransformer.from_pretrained(
-            repo, device=str(device), dtype=dtype, **processing, **kwargs
-        )
+        with contextlib.redirect_stdout(io.StringIO()) as said:  # TransformerLens prints
+            model = HookedTransformer.from_pretrained(
+                repo, device=str(device), dtype=dtype, **processing, **kwargs
+            )
+        log.info(said.getvalue().strip())
+        return model
     except OSError as err:  # hub unreachable and not cached: transformers raises OSError
         from huggingface_hub import constants
 
