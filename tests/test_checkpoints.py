@@ -144,3 +144,11 @@ def test_a_directory_without_tokenizer_loads_tokenizer_free(tmp_path, caplog, ca
         memorization.main([*argv, "--data", str(text), "--out", str(tmp_path / "r2")])
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
     assert exit_.value.code == 2 and len(lines) == 1 and "no tokenizer" in lines[0]
+
+
+def test_benchmarks_refuse_a_model_without_tokenizer(tmp_path):
+    from workbench.lm_eval_adapter import HookedLM
+
+    path = write_tiny(tmp_path / "bare", "gpt2", tokenizer=False)
+    with pytest.raises(UserError, match="has no tokenizer, and benchmarks are text"):
+        HookedLM(load_model(path, device="cpu"))

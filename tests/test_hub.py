@@ -16,6 +16,7 @@ import pytest
 import torch
 from hub_fixtures import (
     cache_dir_name,
+    copy_snapshot,
     snapshot,
     use_hub_cache,
     write_hub_cache,
@@ -231,3 +232,51 @@ def test_the_command_line_by_name_in_a_fresh_process(hub_cache, tmp_path):
     assert res.returncode == 0, res.stderr
     table = pd.read_parquet(tmp_path / "run" / "memorization.parquet")
     assert len(table) == 4 and set(table.checkpoint) == {1000}
+
+
+def test_online_only_the_asked_split_is_downloaded(hub, tmp_path, monkeypatch):
+    """With the hub reachable and the split not cached: the repo's file list is read and only
+    that split's shards are fetched (the whole data set is many GB)."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    rows = np.random.default_rng(5).integers(0, 50_000, (6, 64))
+    shards = {f"data/duped.70m-0000{i}-of-00002.parquet": rows[3 * i : 3 * i + 3] for i in (0, 1)}
+    others = ["README.md", "data/deduped.70m-00000-of-00001.parquet"]
+    fetched = []
+
+    def download(repo, name, repo_type=None):
+        assert (repo, repo_type) == (DATASET, "dataset")
+        fetched.append(name)
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"index": range(3), "tokens": list(shards[name])}).to_parquet(path)
+        return str(path)
+
+    listing = [*others, *shards]
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, *a, **k: listing)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    assert (load_samples("hf:duped.70m").tokens == rows).all()
+    assert sorted(fetched) == sorted(shards)
+    with pytest.raises(
+        SampleSetError, match=r"no split 'duped\.13b'; it has deduped\.70m, duped\.70m"
+    ):
+        load_samples("hf:duped.13b")
+
+    def unreachable(self, *a, **k):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", unreachable)
+    with pytest.raises(SampleSetError, match="hub is unreachable"):
+        load_samples("hf:duped.6.9b")
+
+
+def test_a_snapshot_copied_under_a_llama_path_loads_as_pythia(hub, tmp_path):
+    """The same files as a plain directory, in a folder whose name says llama: the same model."""
+    path = copy_snapshot(snapshot(hub, PYTHIA, "step1000"), tmp_path / "llama-baselines" / "p")
+    tokens = torch.as_tensor(duped(hub)[:2])
+    with torch.no_grad():
+        local = load_model(path, device="cpu")(tokens)
+        named = load_model("pythia-160m", device="cpu", checkpoint=1000)(tokens)
+    torch.testing.assert_close(local, named, rtol=0, atol=0)
