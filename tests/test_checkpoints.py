@@ -19,7 +19,7 @@ from workbench.data import load_samples
 from workbench.errors import UserError
 from workbench.models import ModelLoadError, load_model
 
-TOL = 1e-4
+TOL = 1e-5
 TOKENS = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(3))
 
 
@@ -33,10 +33,11 @@ def assert_matches_hugging_face(model, path):
     return err
 
 
+@pytest.mark.parametrize("process_weights", [False, True])
 @pytest.mark.parametrize("family", ["gpt2", "opt", "gptj", "llama", "mistral", "qwen2"])
-def test_family_from_a_directory_matches_hugging_face(family, tmp_path):
+def test_family_from_a_directory_matches_hugging_face(family, process_weights, tmp_path):
     path = write_tiny(tmp_path / family, family)
-    model = load_model(path, device="cpu")
+    model = load_model(path, device="cpu", process_weights=process_weights)
     assert (
         model.cfg.original_architecture
         == json.loads((path / "config.json").read_text())["architectures"][0]
