@@ -230,6 +230,8 @@ def test_the_command_line_by_name_in_a_fresh_process(hub_cache, tmp_path):
         timeout=600,
     )
     assert res.returncode == 0, res.stderr
+    assert res.stderr.count("Pythia models on HF were updated") <= 1  # TransformerLens' note
+    assert "Loaded pretrained model" not in res.stdout  # TransformerLens' print, as a log line
     table = pd.read_parquet(tmp_path / "run" / "memorization.parquet")
     assert len(table) == 4 and set(table.checkpoint) == {1000}
 
