@@ -134,21 +134,22 @@ def tokenizer_files() -> dict[str, bytes]:
     }
 
 
-def random_weights(config: dict, seed: int) -> bytes:
-    """``model.safetensors`` of a randomly initialised model of this config (every parameter,
-    LayerNorms and biases too, drawn away from its default so that each one matters), stored in
-    the config's ``torch_dtype`` (float16 for Pythia, as on the hub)."""
+def random_weights(config: dict, seed: int, staging: Path) -> dict[str, Path]:
+    """The weight files (``model.safetensors``, or shards and their index) of a randomly
+    initialised model of this config, saved in ``staging``: every parameter, LayerNorms and biases
+    too, drawn away from its default so that each one matters; built and stored in the config's
+    ``torch_dtype`` (float16 for Pythia, as on the hub), so a full-size model never exists in
+    float32."""
     from tiny_models import _perturb
     from transformers import AutoConfig, AutoModelForCausalLM
 
     hf_config = AutoConfig.for_model(**{k: v for k, v in config.items() if k != "torch_dtype"})
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
+    dtype = getattr(torch, config.get("torch_dtype") or "float32")
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
     _perturb(model)
-    model.to(getattr(torch, config.get("torch_dtype") or "float32"))
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp)
-        return (Path(tmp) / "model.safetensors").read_bytes()
+    model.save_pretrained(staging)
+    return {f.name: f for f in sorted(staging.glob("model*.safetensors*"))}
 
 
 def cache_dir_name(repo: str, kind: str = "model") -> str:
@@ -161,18 +162,31 @@ def snapshot(cache: Path, repo: str, revision: str = "main", kind: str = "model"
     return root / "snapshots" / (root / "refs" / revision).read_text()
 
 
+def _sha256(data: bytes | Path) -> str:
+    if isinstance(data, bytes):
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with data.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_snapshot(
-    cache: Path, repo: str, files: dict[str, bytes], refs: list[str], kind: str = "model"
+    cache: Path, repo: str, files: dict[str, bytes | Path], refs: list[str], kind: str = "model"
 ) -> Path:
-    """One commit of ``repo`` in the hub cache: blobs by sha256, the snapshot's symlinks, refs."""
+    """One commit of ``repo`` in the hub cache: blobs by sha256, the snapshot's symlinks, refs.
+    A file given as a path is moved into its blob (large weights are never read into memory)."""
     root = cache / cache_dir_name(repo, kind)
-    digests = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
+    digests = {name: _sha256(data) for name, data in sorted(files.items())}
     commit = hashlib.sha1(json.dumps([repo, digests]).encode()).hexdigest()
     snapshot = root / "snapshots" / commit
     for name, data in files.items():
         blob = root / "blobs" / digests[name]
-        if not blob.exists():
-            blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, Path):
+            os.replace(data, blob)
+        elif not blob.exists():
             blob.write_bytes(data)
         link = snapshot / name
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -188,17 +202,19 @@ def write_snapshot(
 def write_model(cache: Path, m: HubModel, seed: int = 0) -> dict[str, Path]:
     """Every revision of ``m`` in ``cache``; returns each revision's snapshot directory."""
     config = gpt_neo_config(m) if m.family == "neo" else pythia_config(m)
+    cache.mkdir(parents=True, exist_ok=True)
     tokenizer = tokenizer_files()
     revisions = m.revisions()
     snapshots = {}
     for i, revision in enumerate(revisions):
-        files = {
-            "config.json": json.dumps(config, indent=2).encode(),
-            "model.safetensors": random_weights(config, seed + 1000 * i),
-            **tokenizer,
-        }
-        refs = [revision] + (["main"] if i == len(revisions) - 1 and revision != "main" else [])
-        snapshots[revision] = write_snapshot(cache, m.repo, files, refs)
+        with tempfile.TemporaryDirectory(dir=cache) as staging:  # same file system: moves
+            files = {
+                "config.json": json.dumps(config, indent=2).encode(),
+                **random_weights(config, seed + 1000 * i, Path(staging)),
+                **tokenizer,
+            }
+            refs = [revision] + (["main"] if i == len(revisions) - 1 and revision != "main" else [])
+            snapshots[revision] = write_snapshot(cache, m.repo, files, refs)
     if "main" not in snapshots:
         snapshots["main"] = snapshots[revisions[-1]]
     return snapshots
