@@ -1,5 +1,5 @@
-"""Tiny random Hugging Face checkpoints (GPT-NeoX and GPT-Neo) written by the tests themselves, and
-tiny TransformerLens configs built in place."""
+"""Tiny random Hugging Face checkpoints (GPT-NeoX, GPT-Neo, GPT-2, OPT, GPT-J, Llama, Mistral,
+Qwen2) written by the tests themselves, and tiny TransformerLens configs built in place."""
 
 from __future__ import annotations
 
@@ -69,48 +69,114 @@ def tiny_llama(seed: int = 0, **overrides: Any):
 
 def write_tiny_neox(path: Path, *, seed: int = 0, n_layer: int = 3) -> Path:
     """GPT-NeoX as Pythia: parallel residual, rotary on a quarter of each head, untied unembed."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = GPTNeoXConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        num_hidden_layers=n_layer,
-        num_attention_heads=4,
-        intermediate_size=128,
-        rotary_pct=0.25,
-        max_position_embeddings=128,
-        use_parallel_residual=True,
-        tie_word_embeddings=False,
-        hidden_act="gelu",
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    model = GPTNeoXForCausalLM(cfg)
-    _perturb(model)
-    return _save(model, path)
+    return write_tiny(path, "neox", seed=seed, num_hidden_layers=n_layer)
 
 
 def write_tiny_neo(path: Path, *, seed: int = 0, n_layer: int = 4) -> Path:
     """GPT-Neo: sequential blocks, alternating global and local (windowed) attention."""
-    from transformers import GPTNeoConfig, GPTNeoForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = GPTNeoConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
+    return write_tiny(
+        path,
+        "neo",
+        seed=seed,
         num_layers=n_layer,
-        num_heads=4,
-        intermediate_size=128,
         attention_types=[[["global", "local"], n_layer // 2]],
-        window_size=8,
-        max_position_embeddings=128,
-        bos_token_id=0,
-        eos_token_id=0,
     )
-    model = GPTNeoForCausalLM(cfg)
+
+
+_SPECIAL = dict(bos_token_id=0, eos_token_id=0)
+_LLAMA_LIKE = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    tie_word_embeddings=False,
+    **_SPECIAL,
+)
+# family: (transformers config class, its tiny fields)
+FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "neox": (
+        "GPTNeoXConfig",
+        dict(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=128,
+            rotary_pct=0.25,
+            max_position_embeddings=128,
+            use_parallel_residual=True,
+            tie_word_embeddings=False,
+            hidden_act="gelu",
+            **_SPECIAL,
+        ),
+    ),
+    "neo": (
+        "GPTNeoConfig",
+        dict(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_layers=4,
+            num_heads=4,
+            intermediate_size=128,
+            attention_types=[[["global", "local"], 2]],
+            window_size=8,
+            max_position_embeddings=128,
+            **_SPECIAL,
+        ),
+    ),
+    "gpt2": (
+        "GPT2Config",
+        dict(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=128, **_SPECIAL),
+    ),
+    "opt": (
+        "OPTConfig",
+        dict(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            ffn_dim=128,
+            num_attention_heads=4,
+            max_position_embeddings=128,
+            word_embed_proj_dim=32,
+            pad_token_id=1,
+            **_SPECIAL,
+        ),
+    ),
+    "gptj": (
+        "GPTJConfig",
+        dict(
+            vocab_size=VOCAB,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            rotary_dim=4,
+            n_positions=128,
+            **_SPECIAL,
+        ),
+    ),
+    "llama": ("LlamaConfig", _LLAMA_LIKE),
+    "mistral": ("MistralConfig", dict(_LLAMA_LIKE, sliding_window=None)),
+    "qwen2": ("Qwen2Config", _LLAMA_LIKE),
+}
+
+
+def write_tiny(
+    path: Path, family: str, *, seed: int = 0, tokenizer: bool = True, **overrides: Any
+) -> Path:
+    """A random checkpoint of ``family`` (a key of ``FAMILIES``) saved by ``save_pretrained``;
+    ``overrides`` replace fields of its config."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    config_class, fields = FAMILIES[family]
+    cfg = getattr(transformers, config_class)(**{**fields, **overrides})
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     _perturb(model)
-    return _save(model, path)
+    return _save(model, path, tokenizer=tokenizer)
 
 
 def _perturb(model: torch.nn.Module) -> None:
@@ -125,8 +191,9 @@ def _perturb(model: torch.nn.Module) -> None:
                 p.normal_(0, 0.6 / p.shape[-1] ** 0.5)
 
 
-def _save(model, path: Path) -> Path:
+def _save(model, path: Path, tokenizer: bool = True) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(path)
-    _tokenizer().save_pretrained(path)
+    if tokenizer:
+        _tokenizer().save_pretrained(path)
     return path

@@ -284,9 +284,13 @@ def setup(cfg: Any) -> None:
         cfg.progress = sys.stderr.isatty()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("workbench").setLevel(logging.INFO)
-    task_log = logging.getLogger("lm_eval.api.task")
-    if not any(isinstance(f, _Once) for f in task_log.filters):
-        task_log.addFilter(_Once("Custom kwargs can be passed to `--metadata`"))
+    for name, marker in (
+        ("lm_eval.api.task", "Custom kwargs can be passed to `--metadata`"),
+        ("", "Pythia models on HF were updated"),  # TransformerLens, at each checkpoint load
+    ):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Once) for f in logger.filters):
+            logger.addFilter(_Once(marker))
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if not getattr(cfg, "progress", True):
         os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's bars, read when tqdm is imported

@@ -7,8 +7,9 @@ Formats:
 - ``.npy``: a 2-D integer array (the original paper's format);
 - ``.jsonl``: one sample a line, either a JSON list of ids, ``{"tokens": [...]}`` or
   ``{"text": "..."}`` (tokenized with the model's tokenizer, no BOS added);
-- the Hugging Face data set ``EleutherAI/pythia-memorized-evals`` (``hf:<split>``), when it is in
-  the local cache (``load_pythia_memorized_evals``).
+- the Hugging Face data set ``EleutherAI/pythia-memorized-evals`` (``hf:<split>``, e.g.
+  ``hf:duped.160m``): the split's parquet files from the local hub cache, or downloaded alone
+  when the hub is reachable (``load_pythia_memorized_evals``).
 
 Every loader ends in ``validate``, which raises ``SampleSetError`` with the reason: wrong rank,
 non-integer dtype, ids outside the vocabulary, prefix length ≥ T, an empty set, rows of different
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +125,10 @@ def load_jsonl(path: str | Path, tokenizer=None, **check) -> SampleSet:
             raise SampleSetError(f"{path}: line {i + 1} is not JSON ({err.msg}).") from None
         if isinstance(item, dict) and "text" in item:
             if tokenizer is None:
-                raise SampleSetError(f"{path.name}: line {i + 1} holds text; pass a tokenizer.")
+                raise SampleSetError(
+                    f"{path.name}: line {i + 1} holds text, but there is no tokenizer (the "
+                    'model has none); give token ids: .npy, or jsonl lists / {"tokens": [...]}.'
+                )
             item = tokenizer(item["text"], add_special_tokens=False)["input_ids"]
         elif isinstance(item, dict):
             item = item.get("tokens", item.get("input_ids"))
@@ -144,26 +149,79 @@ def load_jsonl(path: str | Path, tokenizer=None, **check) -> SampleSet:
     return SampleSet(validate(arr, name=path.name, **check), path.stem)
 
 
-def load_pythia_memorized_evals(split: str, **check) -> SampleSet:
-    """``EleutherAI/pythia-memorized-evals`` (a split such as ``duped.1.4b``), from the HF cache.
+PYTHIA_MEMORIZED_EVALS = "EleutherAI/pythia-memorized-evals"
+FETCH_HELP = (
+    "download it where the hub is reachable (`huggingface-cli download --repo-type dataset "
+    "{repo} --include 'data/{split}-*'`) and copy the cache here, or point HF_HOME / "
+    "HF_HUB_CACHE at a cache that has it"
+)
 
-    Each row holds ``tokens`` (64 ids, 32 prefix + 32 suffix). Needs the ``datasets`` package and
-    the data set in the local Hugging Face cache (no download is attempted here).
-    """
+
+def _split_pattern(split: str) -> str:
+    """The file names of a split in a hub data set without a loading script, as ``datasets``
+    infers them (``data/duped.160m-00000-of-00002-<hash>.parquet``)."""
     try:
-        import datasets
-    except ImportError as err:
-        raise SampleSetError(
-            "loading pythia-memorized-evals needs `pip install datasets`."
-        ) from err
-    ds = datasets.load_dataset(
-        "EleutherAI/pythia-memorized-evals", split=split, download_mode="reuse_cache_if_exists"
-    )
-    arr = np.array(ds["tokens"], dtype=np.int64)
-    return SampleSet(
-        validate(arr, name=f"pythia-memorized-evals:{split}", **check),
-        f"pythia-memorized-evals-{split}",
-    )
+        from datasets.data_files import SPLIT_PATTERN_SHARDED
+    except ImportError:
+        raise SampleSetError("hf: data sets need `pip install datasets`.") from None
+    return SPLIT_PATTERN_SHARDED.format(split=split)
+
+
+def cached_split_files(split: str, repo: str = PYTHIA_MEMORIZED_EVALS) -> list[Path]:
+    """The split's files in the local Hugging Face hub cache (``[]`` when absent)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    pattern = _split_pattern(split)
+    try:
+        root = Path(snapshot_download(repo, repo_type="dataset", local_files_only=True))
+    except LocalEntryNotFoundError:
+        return []
+    return sorted(f for f in root.rglob("*") if fnmatch(f.relative_to(root).as_posix(), pattern))
+
+
+def split_files(split: str, repo: str = PYTHIA_MEMORIZED_EVALS) -> list[Path]:
+    """The split's parquet files: from the local hub cache, else (online) that split alone is
+    downloaded into it, never the whole data set."""
+    from huggingface_hub import HfApi, constants, hf_hub_download
+
+    if files := cached_split_files(split, repo):
+        return files
+    where = f"hf:{split}: no split {split!r} of {repo} in the local Hugging Face cache"
+    help_ = FETCH_HELP.format(repo=repo, split=split)
+    if constants.HF_HUB_OFFLINE:
+        raise SampleSetError(f"{where} ({constants.HF_HUB_CACHE}), and the hub is off; {help_}.")
+    try:
+        names = HfApi().list_repo_files(repo, repo_type="dataset")
+    except OSError as err:  # unreachable: requests' ConnectionError is an OSError
+        raise SampleSetError(f"{where}, and the hub is unreachable ({err}); {help_}.") from None
+    pattern = _split_pattern(split)
+    matched = [n for n in names if fnmatch(n, pattern)]
+    if not matched:
+        splits = sorted({n.split("/")[-1].split("-0")[0] for n in names if n.startswith("data/")})
+        raise SampleSetError(f"{repo} has no split {split!r}; it has {', '.join(splits)}.")
+    return [Path(hf_hub_download(repo, n, repo_type="dataset")) for n in matched]
+
+
+def load_pythia_memorized_evals(split: str, **check) -> SampleSet:
+    """``EleutherAI/pythia-memorized-evals`` (a split such as ``duped.1.4b``): its ``tokens``
+    column (64 ids a row, 32 prefix + 32 suffix), read from the split's parquet files."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    name = f"pythia-memorized-evals:{split}"
+    rows = []
+    for f in split_files(split):
+        try:
+            rows.append(pq.read_table(f, columns=["tokens"]).column("tokens").combine_chunks())
+        except (OSError, KeyError) as err:  # not parquet, or no tokens column
+            raise SampleSetError(f"{name}: cannot read tokens from {f.name} ({err}).") from None
+    lengths = {int(n) for col in rows for n in pc.unique(pc.list_value_length(col)).to_pylist()}
+    if len(lengths) > 1:
+        raise SampleSetError(f"{name}: rows have different lengths {sorted(lengths)}.")
+    width = lengths.pop() if lengths else 0
+    arr = np.concatenate([col.flatten().to_numpy().reshape(len(col), width) for col in rows])
+    return SampleSet(validate(arr, name=name, **check), f"pythia-memorized-evals-{split}")
 
 
 def load_samples(

@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from workbench.errors import UserError
 from workbench.interventions import CLEAN, ShortCircuit, parse_blocks
 from workbench.lm_scoring import Answer, score_pairs
 
@@ -68,7 +69,10 @@ def _tokenizer(model: HookedTransformer, tokenizer=None):
     if tokenizer is not None and not isinstance(tokenizer, str):
         return tokenizer
     if model.tokenizer is None and tokenizer is None:
-        raise ValueError("HookedLM needs a HookedTransformer with a tokenizer (or tokenizer=)")
+        raise UserError(
+            f"{model.cfg.model_name} has no tokenizer, and benchmarks are text: give the model a "
+            "checkpoint with tokenizer files (or HookedLM(tokenizer=...))."
+        )
     source = tokenizer or model.tokenizer.name_or_path
     try:
         return AutoTokenizer.from_pretrained(source, local_files_only=True)

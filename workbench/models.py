@@ -5,7 +5,8 @@ Three kinds of name, tried in this order:
 1. the embedded organism (``workbench.organism.registry``): ``None`` means its default member;
 2. a local Hugging Face checkpoint directory (``config.json`` + weights), converted fully offline
    with TransformerLens' own configuration mapping and weight converters (GPT-NeoX/Pythia,
-   GPT-Neo, GPT-2, OPT, GPT-J, Llama, ... whatever TransformerLens converts);
+   GPT-Neo, GPT-2, OPT, GPT-J, Llama, ...), its architecture read from ``config.json``, never
+   from the path (``workbench.checkpoints``);
 3. a TransformerLens official name or alias (``pythia-1.4b``, ``EleutherAI/gpt-neo-1.3B``, ...),
    loaded by TransformerLens from the Hugging Face hub or the local Hugging Face cache, with the
    Pythia training checkpoints available through ``checkpoint=step``.
@@ -20,8 +21,9 @@ changes its norm; ask for it with ``process_weights=True`` when you want Transfo
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-import json
+import io
 import logging
 import os
 from pathlib import Path
@@ -30,7 +32,8 @@ import torch
 from transformer_lens import HookedTransformer
 from transformer_lens import loading_from_pretrained as tl_loading
 
-from workbench.errors import UserError
+from workbench import checkpoints
+from workbench.checkpoints import ModelLoadError
 from workbench.organism import registry
 
 log = logging.getLogger(__name__)
@@ -46,44 +49,12 @@ DTYPES = {
     "fp16": torch.float16,
 }
 
-# Architectures TransformerLens 3.x converts into a HookedTransformer (causal LMs only).
-SUPPORTED_ARCHITECTURES = frozenset(
-    {
-        "GPTNeoXForCausalLM",
-        "GPTNeoForCausalLM",
-        "GPT2LMHeadModel",
-        "OPTForCausalLM",
-        "GPTJForCausalLM",
-        "LlamaForCausalLM",
-        "MistralForCausalLM",
-        "MixtralForCausalLM",
-        "BloomForCausalLM",
-        "Qwen2ForCausalLM",
-        "Qwen3ForCausalLM",
-        "PhiForCausalLM",
-        "Phi3ForCausalLM",
-        "GemmaForCausalLM",
-        "Gemma2ForCausalLM",
-        "Gemma3ForCausalLM",
-        "OlmoForCausalLM",
-        "Olmo2ForCausalLM",
-        "Olmo3ForCausalLM",
-        "OlmoeForCausalLM",
-        "GptOssForCausalLM",
-        "ApertusForCausalLM",
-    }
-)
-
 HUB_HELP = (
     "Its weights are neither in the local Hugging Face cache ({cache}) nor reachable on the hub. "
     "Download them on a machine with access (`huggingface-cli download {repo}`) and copy the "
     "cache here, or point HF_HOME / HF_HUB_CACHE at a cache that has them, or pass the path of "
     "a local checkpoint directory instead of the name."
 )
-
-
-class ModelLoadError(UserError, ValueError):
-    """A model name or path the workbench cannot turn into a HookedTransformer."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -155,66 +126,16 @@ def load_model(
                 path = registry.checkpoint_dir(name, int(checkpoint))
             except KeyError as err:
                 raise ModelLoadError(err.args[0]) from None
-        model = _load_local(path, dev, torch_dtype, processing, None)
+        model = checkpoints.load(path, dev, torch_dtype, processing)
     elif Path(name).expanduser().exists():
-        model = _load_local(Path(name).expanduser(), dev, torch_dtype, processing, checkpoint)
+        if checkpoint is not None:
+            raise ModelLoadError(
+                "checkpoint= selects a hub training checkpoint; a directory is one."
+            )
+        model = checkpoints.load(Path(name).expanduser(), dev, torch_dtype, processing)
     else:
         model = _load_hub(name, dev, torch_dtype, processing, checkpoint, from_pretrained_kwargs)
     return model.eval()
-
-
-def _architecture(path: Path) -> str:
-    if not path.is_dir():
-        raise ModelLoadError(f"{path} is a file, not a Hugging Face checkpoint directory.")
-    config = path / "config.json"
-    if not config.is_file():
-        raise ModelLoadError(
-            f"{path} is not a Hugging Face checkpoint directory: it has no config.json."
-        )
-    has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
-    if not has_weights:
-        raise ModelLoadError(f"{path} has a config.json but no weights (*.safetensors or *.bin).")
-    archs = json.loads(config.read_text()).get("architectures") or []
-    if not archs:
-        raise ModelLoadError(f"{config} names no architecture ('architectures' is missing).")
-    if archs[0] not in SUPPORTED_ARCHITECTURES:
-        raise ModelLoadError(
-            f"{path} holds a {archs[0]}, which TransformerLens cannot convert to a "
-            f"HookedTransformer. Supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))}."
-        )
-    return archs[0]
-
-
-def _load_local(
-    path: Path,
-    device: torch.device,
-    dtype: torch.dtype,
-    processing: dict[str, bool],
-    checkpoint: int | None,
-) -> HookedTransformer:
-    """Convert a local checkpoint with TransformerLens' own config mapping and converters."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if checkpoint is not None:
-        raise ModelLoadError("checkpoint= selects a hub training checkpoint; a directory is one.")
-    _architecture(path)
-    path = path.resolve()
-    hf_model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    cfg = tl_loading.get_pretrained_model_config(
-        str(path),
-        hf_cfg=hf_model.config.to_dict(),
-        fold_ln=processing["fold_ln"],
-        device=device,
-        dtype=dtype,
-        local_files_only=True,
-    )
-    state_dict = tl_loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
-    model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(state_dict, **processing)
-    model.move_model_modules_to_device()
-    del hf_model
-    return model
 
 
 def _load_hub(
@@ -235,14 +156,37 @@ def _load_hub(
             f"not a TransformerLens model name.{hint}"
         )
     repo = aliases[name.lower()]
+    revision = "main"
     if checkpoint is not None:
-        kwargs = {**kwargs, "checkpoint_value": checkpoint}
+        revision = _hub_revision(repo, int(checkpoint))
+        kwargs = {**kwargs, "checkpoint_value": int(checkpoint)}
     try:
-        return HookedTransformer.from_pretrained(
-            repo, device=str(device), dtype=dtype, **processing, **kwargs
-        )
+        with contextlib.redirect_stdout(io.StringIO()) as said:  # TransformerLens prints
+            model = HookedTransformer.from_pretrained(
+                repo, device=str(device), dtype=dtype, **processing, **kwargs
+            )
+        log.info(said.getvalue().strip())
+        return model
     except OSError as err:  # hub unreachable and not cached: transformers raises OSError
         from huggingface_hub import constants
 
-        msg = HUB_HELP.format(cache=constants.HF_HUB_CACHE, repo=repo)
-        raise ModelLoadError(f"cannot load {name!r} ({repo}). {msg}") from err
+        what = repo if revision == "main" else f"{repo} --revision {revision}"
+        msg = HUB_HELP.format(cache=constants.HF_HUB_CACHE, repo=what)
+        at = "" if revision == "main" else f" at {revision}"
+        raise ModelLoadError(f"cannot load {name!r} ({repo}{at}). {msg}") from err
+
+
+def _hub_revision(repo: str, step: int) -> str:
+    """The hub revision of a training checkpoint (``step1000``), refused unless the model has
+    that checkpoint."""
+    try:
+        labels, _ = tl_loading.get_checkpoint_labels(repo)
+    except ValueError:
+        raise ModelLoadError(
+            f"{repo} has no training checkpoints (TransformerLens knows those of Pythia and "
+            "stanford-crfm); leave checkpoint out."
+        ) from None
+    if step not in labels:
+        near = ", ".join(map(str, sorted(sorted(labels, key=lambda s: abs(s - step))[:3])))
+        raise ModelLoadError(f"{repo} has no checkpoint at step {step}; nearest: {near}.")
+    return f"step{step}"

@@ -219,13 +219,19 @@ WEIGHT_FILES = ("config.json", "*.safetensors", "*.bin", "*.safetensors.index.js
 
 
 def _dir_digest(path: Path, patterns: tuple[str, ...] = WEIGHT_FILES) -> str:
-    """SHA-256 over (name, SHA-256 of the contents) of a checkpoint's weight and config files.
+    """SHA-256 over (name, SHA-256 of the contents) of a checkpoint's weight and config files."""
+    return files_digest(
+        sorted({f for pattern in patterns for f in path.glob(pattern) if f.is_file()})
+    )
+
+
+def files_digest(files: list[Path]) -> str:
+    """SHA-256 over (name, SHA-256 of the contents) of ``files``.
 
     In a Hugging Face cache snapshot every file is a link to a blob named by its content hash
     (SHA-256 for weights, git's SHA-1 for small files); the blob's name is used instead of reading
     gigabytes again."""
     h = hashlib.sha256()
-    files = sorted({f for pattern in patterns for f in path.glob(pattern) if f.is_file()})
     for f in files:
         blob = Path(os.path.realpath(f))
         cached = blob.parent.name == "blobs" and f.is_symlink()
@@ -267,8 +273,14 @@ def model_identity(model: str | None, checkpoint: int | None = None) -> dict[str
 
 
 def data_identity(data: str | Path | None) -> dict[str, Any]:
-    """The SHA-256 of a data file (``hf:<split>`` and None: the name alone)."""
-    if data is None or str(data).startswith("hf:") or not Path(data).expanduser().is_file():
+    """The SHA-256 of a data file, or of an ``hf:<split>``'s files in the local hub cache (not
+    cached, and None: the name alone)."""
+    if data is not None and str(data).startswith("hf:"):
+        from workbench.data import cached_split_files
+
+        files = cached_split_files(str(data)[3:])
+        return {"data_sha256": files_digest(files) if files else None}
+    if data is None or not Path(data).expanduser().is_file():
         return {"data_sha256": None}
     return {"data_sha256": file_sha256(Path(data).expanduser())}
 

@@ -35,25 +35,16 @@ import torch
 def fallback(tmp: Path):
     """A random 6-block GPT-NeoX (d_model 128, context 256) and the tests' generated tasks."""
     from test_lm_eval_adapter import write_tiny_tasks
-    from tiny_models import VOCAB, _perturb, _save
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from tiny_models import write_tiny
 
-    torch.manual_seed(0)
-    cfg = GPTNeoXConfig(
-        vocab_size=VOCAB,
+    path = write_tiny(
+        tmp / "neox6",
+        "neox",
         hidden_size=128,
         num_hidden_layers=6,
-        num_attention_heads=4,
         intermediate_size=512,
-        rotary_pct=0.25,
         max_position_embeddings=256,
-        tie_word_embeddings=False,
-        bos_token_id=0,
-        eos_token_id=0,
     )
-    model = GPTNeoXForCausalLM(cfg)
-    _perturb(model)
-    path = _save(model, tmp / "neox6")
     tasks_dir = write_tiny_tasks(tmp / "tasks", n_docs=60)
     return str(path), ["tiny_language", "tiny_reasoning"], [str(tasks_dir)]
 
