@@ -188,6 +188,7 @@ def summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     final["tightness"] = final.certified / final.measured.where(final.measured > 0)
     per_block = final.groupby("block").agg(
         measured=("measured", "median"),
+        trivial=("trivial", "first"),
         certified=("certified", "median"),
         weight=("weight", "first"),
         tightness_median=("tightness", "median"),

@@ -115,11 +115,13 @@ class Tracker:
         for block, meas in self.measured.items():
             cert = bm.certified_bounds(self.consts, self.stats, block)
             weight = bw.weight_bounds(self.consts, block)
+            trivial = bm.trivial_bounds(self.consts, block)
             prev = None
             for k, lay in enumerate(range(block + 1, self.L + 1)):
                 m, c, w = meas[lay].cpu(), cert[k].cpu(), weight[k]
                 xn = self.stats[lay].xnorm.cpu()
                 bad = (m > c * (1 + self.rtol) + self.rtol * xn) | (c > w * (1 + self.rtol))
+                bad |= c > trivial[k] * (1 + self.rtol)
                 n, t = m.shape
                 m_max, c_max = m.amax(-1), c.amax(-1)
                 layers.append(
@@ -130,6 +132,7 @@ class Tracker:
                             "sample": np.arange(first, first + n),
                             "measured": m_max.double().numpy(),
                             "certified": c_max.double().numpy(),
+                            "trivial": trivial[k],
                             "weight": w,
                             "measured_gain": (m_max / prev[0]).double().numpy() if prev else np.nan,
                             "certified_gain": (c_max / prev[1]).double().numpy()
