@@ -121,7 +121,8 @@ def test_certified_never_looser_than_trivial(model64, tables_cache):
             if layer > block + 1:
                 expect += d2 * sum(per_block[layer - 1])
             got = lay[(lay.block == block) & (lay.layer == layer)].trivial
-            np.testing.assert_allclose(got, expect, rtol=1e-9)
+            # certified spectral norms: above the dense SVD's, by at most a relative 1e-8
+            assert (got >= expect * (1 - 1e-12)).all() and (got <= expect * (1 + 1e-8)).all()
     assert (lay.measured <= lay.certified * (1 + RTOL) + RTOL * lay.resid_norm).all()
     assert (lay.certified <= lay.trivial * (1 + RTOL)).all()
 

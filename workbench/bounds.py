@@ -191,6 +191,7 @@ def summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         trivial=("trivial", "first"),
         certified=("certified", "median"),
         weight=("weight", "first"),
+        weight_log10=("weight_log10", "first"),
         tightness_median=("tightness", "median"),
         tightness_max=("tightness", "max"),
         violations=("violations", "sum"),

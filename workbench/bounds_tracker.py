@@ -5,6 +5,7 @@ the clean run's statistics and the measured ‖Δ_l‖, turned into the three ti
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -114,13 +115,15 @@ class Tracker:
         layers, tokens, samples = [], [], []
         for block, meas in self.measured.items():
             cert = bm.certified_bounds(self.consts, self.stats, block)
-            weight = bw.weight_bounds(self.consts, block)
+            log_weight = bw.weight_bounds(self.consts, block)
             trivial = bm.trivial_bounds(self.consts, block)
             prev = None
             for k, lay in enumerate(range(block + 1, self.L + 1)):
-                m, c, w = meas[lay].cpu(), cert[k].cpu(), weight[k]
+                m, c, lw = meas[lay].cpu(), cert[k].cpu(), log_weight[k]
+                w = bw._exp(lw)
                 xn = self.stats[lay].xnorm.cpu()
-                bad = (m > c * (1 + self.rtol) + self.rtol * xn) | (c > w * (1 + self.rtol))
+                bad = m > c * (1 + self.rtol) + self.rtol * xn
+                bad |= c.double().log() > lw + math.log1p(self.rtol)
                 bad |= c > trivial[k] * (1 + self.rtol)
                 n, t = m.shape
                 m_max, c_max = m.amax(-1), c.amax(-1)
@@ -134,6 +137,7 @@ class Tracker:
                             "certified": c_max.double().numpy(),
                             "trivial": trivial[k],
                             "weight": w,
+                            "weight_log10": lw / math.log(10),
                             "measured_gain": (m_max / prev[0]).double().numpy() if prev else np.nan,
                             "certified_gain": (c_max / prev[1]).double().numpy()
                             if prev
