@@ -194,6 +194,10 @@ def test_final_delta_against_block_is_in_the_output(model64, tables_cache):
         "tightness_max",
         "kl",
         "max_abs_dlogp",
+        "trivial",
+        "weight_log10",
+        "certified_unchanged",
+        "exact_match_changed",
     ):
         assert per_block[col].notna().all(), col
     assert (per_block.tightness_median >= 1 - 1e-9).all()
@@ -358,6 +362,7 @@ def test_cli_writes_a_run(tiny_neox_dir, tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert "tightness_median" in printed and "wall time" in printed
+    assert "certified_unchanged" in printed and "exact_match_changed" in printed
     for name in ("layers", "tokens", "samples", "memorization", "jacobian"):
         assert (out / f"{name}.parquet").is_file(), name
     assert (out / "bounds.html").is_file() and (out / "summary.csv").is_file()
@@ -366,7 +371,7 @@ def test_cli_writes_a_run(tiny_neox_dir, tmp_path, capsys):
     assert layers.violations.sum() == 0
 
 
-@pytest.mark.skipif(
+ORGANISM = pytest.mark.skipif(
     registry.DEFAULT_MODEL is None
     or not registry.EMBEDDED_MODELS.get(registry.DEFAULT_MODEL, None)
     or not registry.EMBEDDED_MODELS[registry.DEFAULT_MODEL].is_dir()
@@ -374,6 +379,76 @@ def test_cli_writes_a_run(tiny_neox_dir, tmp_path, capsys):
     or not registry.DEFAULT_MEMORIZED_SET.is_file(),
     reason="the embedded organism is not shipped in this checkout",
 )
+
+
+@torch.no_grad()
+def greedy_tokens(model, prefix: torch.Tensor, length: int) -> torch.Tensor:
+    """Prefix + its greedy continuation (naive, full forward per token): a memorized sample."""
+    tokens = prefix
+    while tokens.shape[1] < length:
+        tokens = torch.cat([tokens, model(tokens)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return tokens
+
+
+def assert_certificates_sound(tables) -> int:
+    """certified unchanged ⇒ the clean greedy suffix is the true one and the intervened one is
+    still it (exact match 1 in both, from the engine's own scores); returns how many."""
+    s = tables["samples"]
+    cert = s[s.certified_unchanged]
+    assert (cert.clean_exact_match == 1).all()
+    assert (cert.exact_match == 1).all(), cert[cert.exact_match != 1]
+    assert (s.logit_gap_bound >= 0).all()
+    return len(cert)
+
+
+def test_certificate_is_reached_and_sound(tiny_neox_dir):
+    """A model whose blocks barely move the stream when short-circuited (W_O × 1e-3) and whose
+    logits have wide margins (W_U × 50): most samples certified, and every certificate holds."""
+    model = load_model(tiny_neox_dir, device="cpu", dtype="float64")
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.attn.W_O.mul_(1e-3)
+        model.unembed.W_U.mul_(50.0)
+    tokens = greedy_tokens(model, TOKENS[:, :PREFIX], TOKENS.shape[1])
+    tables = compute_bounds(model, tokens, prefix_len=PREFIX, jacobian_samples=0, decode=False)
+    assert (tables["samples"].clean_exact_match == 1).all()
+    assert assert_certificates_sound(tables) > len(tokens)  # certificates are reached
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_certificates_hold_on_random_configurations(data):
+    model = _random_model(data.draw)
+    with torch.no_grad():  # wide margins and small changes sometimes, so certificates happen
+        model.unembed.W_U.mul_(data.draw(st.sampled_from([1.0, 30.0, 300.0])))
+        for blk in model.blocks:
+            blk.attn.W_O.mul_(data.draw(st.sampled_from([1e-4, 1e-2, 1.0])))
+    n, t = data.draw(st.integers(1, 4)), data.draw(st.integers(4, 16))
+    p = data.draw(st.integers(1, t - 1))
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 1000)))
+    tokens = greedy_tokens(model, torch.randint(0, 40, (n, p), generator=gen), t)
+    if data.draw(st.booleans()):  # and some samples that are not the greedy continuation
+        tokens[0, -1] = (tokens[0, -1] + 1) % 40
+    tables = compute_bounds(model, tokens, prefix_len=p, jacobian_samples=0, decode=False)
+    assert_certificates_sound(tables)
+
+
+@ORGANISM
+def test_organism_certificates_and_a_wrong_constant(monkeypatch):
+    """On the organism every certificate holds; with a wrong unembedding gain (0) the same test
+    fails: it certifies memorized samples whose greedy suffix the short-circuit did change."""
+    from workbench import bounds_tracker
+
+    model = load_model(None, device="cpu", dtype="float64")
+    tokens = np.load(registry.DEFAULT_MEMORIZED_SET)[:8]
+    kw = dict(prefix_len=32, jacobian_samples=0, decode=False, batch_size=8, blocks=[0, 11])
+    assert_certificates_sound(compute_bounds(model, tokens, **kw))
+    monkeypatch.setattr(bounds_tracker, "unembed_column_gain", lambda model: 0.0)
+    with pytest.raises(AssertionError):
+        assert_certificates_sound(compute_bounds(model, tokens, **kw))
+
+
+@ORGANISM
 def test_organism_float64():
     model = load_model(None, device="cpu", dtype="float64")
     tokens = np.load(registry.DEFAULT_MEMORIZED_SET)[:4]

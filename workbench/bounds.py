@@ -175,14 +175,19 @@ def run_bounds(units: Sequence[Unit], job: BoundsJob, **run_kw) -> dict[str, pd.
     if not tables["samples"].empty and not mem.empty:
         keys = ["model", "intervention", "sample"]
         scores = mem[[*keys, "exact_match", "token_accuracy"]]
-        tables["samples"] = tables["samples"].merge(scores, on=keys, how="left")
+        samples = tables["samples"].merge(scores, on=keys, how="left")
+        clean = mem[mem.intervention == CLEAN.label][["model", "sample", "exact_match"]]
+        clean = clean.rename(columns={"exact_match": "clean_exact_match"})
+        tables["samples"] = samples.merge(clean, on=["model", "sample"], how="left")
     return tables
 
 
 def summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Per short-circuited block: memorization scores, final-layer ‖Δ_L‖ in the three tiers
-    (median over samples of the max over tokens), tightness (certified / measured at the last
-    layer: median and max over samples), and the change in next-token log-probs."""
+    """Per short-circuited block: memorization scores, final-layer ‖Δ_L‖ in the tiers (median over
+    samples of the max over tokens), tightness (certified / measured at the last layer: median
+    and max over samples), the change in next-token log-probs, and the fraction of samples whose
+    greedy suffix is certified unchanged next to the fraction whose exact match measurably
+    changed."""
     layers, mem, samples = tables["layers"], tables["memorization"], tables["samples"]
     final = layers[layers.layer == layers.layer.max()].copy()
     final["tightness"] = final.certified / final.measured.where(final.measured > 0)
@@ -197,7 +202,15 @@ def summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         violations=("violations", "sum"),
     )
     per_block["violations"] = layers.groupby("block").violations.sum()
-    logp = samples.groupby("block").agg(kl=("kl", "mean"), max_abs_dlogp=("max_abs_dlogp", "max"))
+    samples = samples.assign(
+        em_changed=samples.exact_match.astype(float) != samples.clean_exact_match.astype(float)
+    )
+    logp = samples.groupby("block").agg(
+        kl=("kl", "mean"),
+        max_abs_dlogp=("max_abs_dlogp", "max"),
+        certified_unchanged=("certified_unchanged", "mean"),
+        exact_match_changed=("em_changed", "mean"),
+    )
     scores = mem.groupby("intervention").agg(
         exact_match=("exact_match", "mean"), token_accuracy=("token_accuracy", "mean")
     )

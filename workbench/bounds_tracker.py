@@ -28,6 +28,16 @@ def norm_dtype(model: HookedTransformer) -> torch.dtype:
     return torch.float64 if model.cfg.dtype == torch.float64 else torch.float32
 
 
+def unembed_column_gain(model: HookedTransformer) -> float:
+    """G = max_j ‖P diag(γ_f) W_U[:, j]‖₂ (float64, rounded up): the gain from the final
+    LayerNorm's normalised output to any one logit."""
+    w_u = model.unembed.W_U.detach().double()
+    gamma = getattr(model.ln_final, "w", None)
+    g = w_u if gamma is None else gamma.detach().double()[:, None] * w_u
+    g = g - g.mean(0, keepdim=True)
+    return float(torch.linalg.vector_norm(g, dim=0).max()) * (1 + 1e-12)
+
+
 class Tracker:
     """Observer for the memorization engine's passes that turns them into the three tiers."""
 
@@ -47,12 +57,16 @@ class Tracker:
         self.consts = bw.layer_consts(model, n_pos or model.cfg.n_ctx, sigma_floor)
         self.L = model.cfg.n_layers
         self.low = min(self.blocks) if self.blocks else self.L
+        self.unembed_gain = unembed_column_gain(model)
         self._reset()
 
     def _reset(self) -> None:
         self.stats = [bm.LayerStats() for _ in range(self.L + 1)]  # index L: final stream
         self.clean: dict[int, Tensor] = {}  # layer -> clean x_l (references)
         self.clean_lp: Tensor | None = None
+        self.margin: Tensor | None = None  # [B, S] clean top-1 − top-2 logit, suffix positions
+        self.greedy_true: Tensor | None = None  # [B] the clean argmax is the true token at all S
+        self.logit_scale: Tensor | None = None  # [B] max |logit| (rounding slack)
         self.measured: dict[int, dict] = {}
 
     def observer(self, sc: ShortCircuit, batch_index: int) -> list:
@@ -76,15 +90,43 @@ class Tracker:
         def final(x, hook):
             self.clean[self.L] = x
             self.stats[self.L].xnorm = torch.linalg.vector_norm(x.to(nd), dim=-1)
-            self.clean_lp = self._suffix_logprobs(x)
+            self.stats[self.L].c1 = bm.centred_norm(x.to(nd))
+            logits = self._suffix_logits(x)
+            self.clean_lp = torch.log_softmax(logits, dim=-1)
+            top = logits.topk(min(2, logits.shape[-1]), dim=-1)
+            self.margin = top.values[..., 0] - top.values[..., -1]
+            true = self._true_tokens(x.device)
+            self.greedy_true = (top.indices[..., 0] == true).all(-1)
+            self.logit_scale = logits.abs().amax((-1, -2))
 
         hooks += [(f"blocks.{lay}.hook_resid_pre", keep(lay)) for lay in range(self.low, self.L)]
         return [*hooks, (f"blocks.{last}.hook_resid_post", final)]
 
+    def _suffix_logits(self, x: Tensor) -> Tensor:
+        """The logits at the positions that predict the suffix, in the norm dtype."""
+        return self.model.unembed(self.model.ln_final(x[:, self.prefix_len - 1 : -1])).to(self.nd)
+
     def _suffix_logprobs(self, x: Tensor) -> Tensor:
         """log p(· | context) at the positions that predict the suffix, in the norm dtype."""
-        logits = self.model.unembed(self.model.ln_final(x[:, self.prefix_len - 1 : -1]))
-        return torch.log_softmax(logits.to(self.nd), dim=-1)
+        return torch.log_softmax(self._suffix_logits(x), dim=-1)
+
+    def certificate(self, e_final: Tensor) -> tuple[Tensor, Tensor]:
+        """Per sample: whether the greedy suffix provably cannot change, and the logit bound.
+
+        With e_t ≥ ‖Δ_{L,t}‖ at the final stream, the final LayerNorm moves by at most ε̃_t (LN),
+        and logit j by |(n' − n)·P diag(γ_f) W_U[:, j]| ≤ ε̃_t ‖P diag(γ_f) W_U[:, j]‖ ≤ ε̃_t G
+        (b_U cancels). A clean top-1/top-2 margin above 2 ε̃_t G keeps the argmax at t. When the
+        clean argmax is the true token at every suffix position, the clean greedy suffix *is*
+        the true one and the teacher-forced contexts are the greedy ones, so the intervened
+        greedy suffix is the same if the argmax holds at every suffix position.
+        """
+        st, c = self.stats[self.L], self.consts[-1]
+        e = e_final[:, self.prefix_len - 1 : -1]
+        eps_n = bm._ln_gain(e, st.c1[:, self.prefix_len - 1 : -1], c.d, float(self.model.cfg.eps))
+        bound = 2 * self.unembed_gain * eps_n  # [B, S] bound on the change of any logit gap
+        slack = self.rtol * self.logit_scale[:, None]  # the model's own rounding of the logits
+        safe = (self.margin > bound * (1 + self.rtol) + slack).all(-1) & self.greedy_true
+        return safe, bound.amax(-1)
 
     def _measure_hooks(self, block: int) -> list:
         out = self.measured[block] = {}
@@ -177,6 +219,7 @@ class Tracker:
                     log.error(
                         "bound violated: block %d layer %d, %d tokens", block, lay, int(bad.sum())
                     )
+            safe, logit_bound = self.certificate(cert[-1])
             samples.append(
                 pd.DataFrame(
                     {
@@ -185,6 +228,9 @@ class Tracker:
                         "sample": np.arange(first, first + n),
                         "kl": meas["kl"].cpu().double().numpy(),
                         "max_abs_dlogp": meas["dlogp"].cpu().double().numpy(),
+                        "certified_unchanged": safe.cpu().numpy(),
+                        "logit_gap_bound": logit_bound.cpu().double().numpy(),
+                        "min_margin": self.margin.amin(-1).cpu().double().numpy(),
                     }
                 )
             )

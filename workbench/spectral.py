@@ -65,7 +65,7 @@ def _estimate(g: Tensor, steps: int = 120) -> Tensor:
     q = torch.empty((steps, k), dtype=g.dtype, device=g.device)
     v = torch.randn(k, generator=gen, dtype=g.dtype).to(g.device)
     q[0] = v / torch.linalg.vector_norm(v)
-    alpha, beta = [], []
+    alpha, beta, last = [], [], -math.inf
     for j in range(steps):
         w = g @ q[j]
         alpha.append(float(q[j] @ w))
@@ -76,12 +76,22 @@ def _estimate(g: Tensor, steps: int = 120) -> Tensor:
             break
         beta.append(b)
         q[j + 1] = w / b
+        if j % 10 == 9:  # converged: the top Ritz value no longer moves
+            top = float(_ritz_top(alpha, beta))
+            if top - last <= 1e-9 * abs(top):
+                break
+            last = top
+    return _ritz_top(alpha, beta).to(g.device)
+
+
+def _ritz_top(alpha: list[float], beta: list[float]) -> Tensor:
+    """The largest eigenvalue of the Lanczos tridiagonal matrix."""
     n = len(alpha)
     t = torch.diag(torch.tensor(alpha, dtype=torch.float64))
     if n > 1:
         off = torch.tensor(beta[: n - 1], dtype=torch.float64)
         t += torch.diag(off, 1) + torch.diag(off, -1)
-    return torch.linalg.eigvalsh(t)[-1].to(g.device)
+    return torch.linalg.eigvalsh(t)[-1]
 
 
 def certified_top_eigenvalue(g: Float[Tensor, "*batch k k"]) -> Float[Tensor, "*batch"]:
