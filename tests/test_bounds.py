@@ -71,6 +71,9 @@ def assert_ordered(tables: dict[str, pd.DataFrame], n_layers: int, n_tokens: int
     assert (over <= 0).all(), lay[over > 0].head()
     over = lay.certified - lay.trivial * (1 + RTOL)  # never looser than the input-free bound
     assert (over <= 0).all(), lay[over > 0].head()
+    over = tok.measured - (tok.segment * (1 + RTOL) + slack)  # the segment tier: still a bound
+    assert (over <= 0).all(), tok[over > 0].head()
+    assert (tok.segment <= tok.certified * (1 + RTOL)).all()
     assert lay.violations.sum() == 0
     assert np.isfinite(lay[["measured", "certified", "weight"]].to_numpy()).all()
 
@@ -331,6 +334,9 @@ def test_random_configurations_and_inputs(data):
     assert (lay.certified <= lay.weight * (1 + RTOL)).all()
     assert (lay.certified <= lay.trivial * (1 + RTOL)).all()
     assert (lay.measured <= lay.trivial * (1 + RTOL)).all()
+    over = tok.measured - (tok.segment * (1 + RTOL) + RTOL * tok.resid_norm)
+    assert (over <= 0).all(), tok[over > 0].head()
+    assert (tok.segment <= tok.certified * (1 + RTOL)).all()
     assert (tok[tok.pos == 0].measured <= 1e-12 * tok[tok.pos == 0].resid_norm).all()
 
 
@@ -493,3 +499,49 @@ def test_layernorm_lemma_is_sharp_and_holds():
     got = torch.linalg.vector_norm(n(x + delta) - n(x), dim=-1)
     bound = bm._ln_gain(torch.full_like(c, 1e-7)[None], c[None], d, eps)[0]
     assert (got / bound > 1 - 1e-5).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    d=st.integers(2, 12),
+    shift=st.sampled_from([0.0, 1.0, 30.0]),
+    eps=st.sampled_from([1e-5, 0.1]),
+)
+def test_segment_sigma_is_the_exact_minimum(seed, d, shift, eps):
+    """min_τ σ(x + τΔ) against a dense grid over τ (endpoints included): never above any point
+    of the segment, and attained to within the grid's resolution."""
+    from workbench.bounds_segment import segment_sigma
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 6, d, generator=gen, dtype=torch.float64) + shift
+    x2 = torch.randn(1, 6, d, generator=gen, dtype=torch.float64)
+    if seed % 3 == 0:  # through the centre: the minimum is inside the segment
+        x2 = -x + 1e-3 * x2
+    got = segment_sigma(x, x2, eps)
+    tau = torch.linspace(0, 1, 10_001, dtype=torch.float64)[:, None, None, None]
+    pts = x + tau * (x2 - x)
+    sig = torch.sqrt(pts.var(-1, unbiased=False) + eps).amin(0)
+    assert (got <= sig * (1 + 1e-12)).all()
+    # σ(x + τΔ) is c(Δ)/√d-Lipschitz in τ: the grid's minimum is within that × the step
+    slope = bm.centred_norm(x2 - x) / math.sqrt(d)
+    assert (got >= sig - slope * 1e-4 / 2 - 1e-12).all()
+
+
+def test_a_wrong_constant_is_caught(neox64, monkeypatch):
+    """Mutation: the MLP and attention constants 100× too small make the float64 check fail."""
+    from workbench import bounds_tracker
+
+    real = bw.layer_consts
+
+    def shrunk(*args, **kwargs):
+        consts = real(*args, **kwargs)
+        for c in consts:
+            c.mlp, c.vo, c.d_max = c.mlp / 100, c.vo / 100, c.d_max / 100
+        return consts
+
+    monkeypatch.setattr(bounds_tracker.bw, "layer_consts", shrunk)
+    tables = compute_bounds(neox64, TOKENS, prefix_len=PREFIX, jacobian_samples=0, decode=False)
+    assert tables["layers"].violations.sum() > 0
+    tok = tables["tokens"]
+    assert (tok.measured > tok.segment * (1 + RTOL) + RTOL * tok.resid_norm).any()

@@ -191,6 +191,7 @@ def summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     layers, mem, samples = tables["layers"], tables["memorization"], tables["samples"]
     final = layers[layers.layer == layers.layer.max()].copy()
     final["tightness"] = final.certified / final.measured.where(final.measured > 0)
+    final["tightness_seg"] = final.segment / final.measured.where(final.measured > 0)
     per_block = final.groupby("block").agg(
         measured=("measured", "median"),
         trivial=("trivial", "first"),
@@ -199,6 +200,8 @@ def summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         weight_log10=("weight_log10", "first"),
         tightness_median=("tightness", "median"),
         tightness_max=("tightness", "max"),
+        segment=("segment", "median"),
+        tightness_segment=("tightness_seg", "median"),
         violations=("violations", "sum"),
     )
     per_block["violations"] = layers.groupby("block").violations.sum()

@@ -17,6 +17,7 @@ from transformer_lens import HookedTransformer
 
 from workbench import bounds_math as bm
 from workbench import bounds_weights as bw
+from workbench.bounds_segment import Segment, segment_bounds, segment_sigma
 from workbench.interventions import ShortCircuit
 
 log = logging.getLogger("workbench.bounds")
@@ -63,6 +64,9 @@ class Tracker:
     def _reset(self) -> None:
         self.stats = [bm.LayerStats() for _ in range(self.L + 1)]  # index L: final stream
         self.clean: dict[int, Tensor] = {}  # layer -> clean x_l (references)
+        self.clean_mid: dict[int, Tensor] = {}  # layer -> clean m_l (sequential blocks)
+        self.clean_pattern: dict[int, Tensor] = {}  # layer -> clean attention pattern
+        self.segments: dict[int, Segment] = {}
         self.clean_lp: Tensor | None = None
         self.margin: Tensor | None = None  # [B, S] clean top-1 − top-2 logit, suffix positions
         self.greedy_true: Tensor | None = None  # [B] the clean argmax is the true token at all S
@@ -99,7 +103,17 @@ class Tracker:
             self.greedy_true = (top.indices[..., 0] == true).all(-1)
             self.logit_scale = logits.abs().amax((-1, -2))
 
+        def keep_in(store, layer):
+            def hook(x, hook):
+                store[layer] = x
+
+            return hook
+
         hooks += [(f"blocks.{lay}.hook_resid_pre", keep(lay)) for lay in range(self.low, self.L)]
+        for lay in range(self.low, self.L):  # the segment tier's clean references
+            hooks.append((f"blocks.{lay}.attn.hook_pattern", keep_in(self.clean_pattern, lay)))
+            if not self.consts[lay].parallel:
+                hooks.append((f"blocks.{lay}.hook_resid_mid", keep_in(self.clean_mid, lay)))
         return [*hooks, (f"blocks.{last}.hook_resid_post", final)]
 
     def _suffix_logits(self, x: Tensor) -> Tensor:
@@ -130,11 +144,15 @@ class Tracker:
 
     def _measure_hooks(self, block: int) -> list:
         out = self.measured[block] = {}
+        seg = self.segments[block] = Segment()
+        nd, eps = self.nd, float(self.model.cfg.eps)
 
         def delta(layer):
             def hook(x, hook):
                 d = x.to(self.nd) - self.clean[layer].to(self.nd)
                 out[layer] = torch.linalg.vector_norm(d, dim=-1)
+                if layer < self.L:
+                    seg.sigma1[layer] = segment_sigma(self.clean[layer].to(nd), x.to(nd), eps)
                 if layer == self.L:
                     lp = self._suffix_logprobs(x)
                     out["kl"] = (self.clean_lp.exp() * (self.clean_lp - lp)).sum(-1).mean(-1)
@@ -144,7 +162,26 @@ class Tracker:
 
             return hook
 
+        def mid(layer):
+            def hook(x, hook):
+                clean = self.clean_mid[layer].to(nd)
+                seg.sigma2[layer] = segment_sigma(clean, x.to(nd), eps)
+
+            return hook
+
+        def pattern(layer):
+            def hook(a, hook):
+                diff = a.to(nd) - self.clean_pattern[layer].to(nd)
+                seg.l1[layer] = diff.abs().sum(-1)
+
+            return hook
+
         hooks = [(f"blocks.{lay}.hook_resid_pre", delta(lay)) for lay in range(block + 1, self.L)]
+        hooks += [
+            (f"blocks.{lay}.attn.hook_pattern", pattern(lay)) for lay in range(block + 1, self.L)
+        ]
+        if not self.consts[block].parallel:
+            hooks += [(f"blocks.{lay}.hook_resid_mid", mid(lay)) for lay in range(block, self.L)]
         return [*hooks, (f"blocks.{self.L - 1}.hook_resid_post", delta(self.L))]
 
     def _true_tokens(self, device) -> Tensor:
@@ -157,14 +194,17 @@ class Tracker:
         layers, tokens, samples = [], [], []
         for block, meas in self.measured.items():
             cert = bm.certified_bounds(self.consts, self.stats, block)
+            segment = segment_bounds(self.consts, self.stats, self.segments[block], block, cert)
             log_weight = bw.weight_bounds(self.consts, block)
             trivial = bm.trivial_bounds(self.consts, block)
             prev = None
             for k, lay in enumerate(range(block + 1, self.L + 1)):
                 m, c, lw = meas[lay].cpu(), cert[k].cpu(), log_weight[k]
+                sg = segment[k].cpu()
                 w = bw._exp(lw)
                 xn = self.stats[lay].xnorm.cpu()
                 bad = m > c * (1 + self.rtol) + self.rtol * xn
+                bad |= (m > sg * (1 + self.rtol) + self.rtol * xn) | (sg > c * (1 + self.rtol))
                 bad |= c.double().log() > lw + math.log1p(self.rtol)
                 bad |= c > trivial[k] * (1 + self.rtol)
                 n, t = m.shape
@@ -177,6 +217,7 @@ class Tracker:
                             "sample": np.arange(first, first + n),
                             "measured": m_max.double().numpy(),
                             "certified": c_max.double().numpy(),
+                            "segment": sg.amax(-1).double().numpy(),
                             "trivial": trivial[k],
                             "weight": w,
                             "weight_log10": lw / math.log(10),
@@ -211,6 +252,7 @@ class Tracker:
                                 "pos": np.tile(np.arange(t), n),
                                 "measured": m.reshape(-1).double().numpy(),
                                 "certified": c.reshape(-1).double().numpy(),
+                                "segment": sg.reshape(-1).double().numpy(),
                                 "resid_norm": xn.reshape(-1).double().numpy(),
                             }
                         )
