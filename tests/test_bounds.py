@@ -545,3 +545,17 @@ def test_a_wrong_constant_is_caught(neox64, monkeypatch):
     assert tables["layers"].violations.sum() > 0
     tok = tables["tokens"]
     assert (tok.measured > tok.segment * (1 + RTOL) + RTOL * tok.resid_norm).any()
+
+
+@torch.no_grad()
+def test_unembed_gain_against_an_explicit_projection(neox64):
+    """G of the certificate from the definition (explicit P and diag(γ)), chunked or not."""
+    from workbench.bounds_tracker import unembed_column_gain
+
+    d = neox64.cfg.d_model
+    p = torch.eye(d, dtype=torch.float64) - torch.full((d, d), 1 / d, dtype=torch.float64)
+    m = p @ torch.diag(neox64.ln_final.w.double()) @ neox64.unembed.W_U.double()
+    expect = float(torch.linalg.vector_norm(m, dim=0).max())
+    for chunk in (3, 4096):
+        got = unembed_column_gain(neox64, chunk=chunk)
+        assert expect <= got <= expect * (1 + 1e-9)

@@ -11,19 +11,28 @@ Library::
     tables = compute_bounds(model, tokens, blocks=range(model.cfg.n_layers))
 
 For each short-circuited block i (the paper's intervention: block i's attention pattern becomes
-the identity) and every later layer l, per sample and per token, three numbers about
+the identity) and every later layer l, per sample and per token, these numbers about
 Δ_l = x'_l − x_l (short-circuited minus clean residual stream):
 
-1. **weight**: a bound from the weights alone, valid for every input;
-2. **certified**: the same recursion evaluated on the clean run's own activations (valid for this
-   input; never looks at the short-circuited run);
-3. **measured**: ‖Δ_{l,t}‖ itself, with the measured per-block gain and, as a first-order
+1. **weight**: a bound from the weights alone, valid for every input (in log space:
+   ``weight_log10``; its norms certified and cached, ``workbench.bounds_weights``);
+2. **trivial**: the weight-only range of each block, 2√d (Σ_h ‖M_VO‖ + L_F) per block;
+3. **certified**: the same recursion evaluated on the clean run's own activations (valid for this
+   input; never looks at the short-circuited run), never looser than trivial step by step;
+4. **segment**: a-posteriori, the certified recursion with the exact σ on each token's segment
+   and the exact attention-pattern change read off the intervened pass
+   (``workbench.bounds_segment``);
+5. **measured**: ‖Δ_{l,t}‖ itself, with the measured per-block gain and, as a first-order
    reference, the spectral norm of each block's Jacobian at the clean point.
 
-The derivation is in ``workbench.bounds_math`` and docs/bounds.md. measured ≤ certified ≤ weight
-must hold for every block, layer and token: float64 tolerance 1e-9 relative (the measured side
-also gets 1e-9·‖x_{l,t}‖ of absolute slack for rounding in the forward pass itself), 1e-4 in
-float32, 1e-2 in bf16/fp16, where the model's own rounding dominates. Violations are counted
+Per sample, ``certified_unchanged``: the greedy suffix provably cannot change (clean margins
+against the certified bound on the logit change, ``Tracker.certificate``).
+
+The derivation is in ``workbench.bounds_math`` and docs/bounds.md. measured ≤ segment ≤
+certified ≤ min(weight, trivial) must hold for every block, layer and token: float64 tolerance
+1e-9 relative (the measured side also gets 1e-9·‖x_{l,t}‖ of absolute slack for rounding in the
+forward pass itself), 1e-4 in float32, 1e-2 in bf16/fp16, where the model's own rounding
+dominates. Violations are counted
 (``violations`` column) and logged as errors.
 
 **Same passes as the memorization scores.** The passes are those of

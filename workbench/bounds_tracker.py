@@ -29,14 +29,18 @@ def norm_dtype(model: HookedTransformer) -> torch.dtype:
     return torch.float64 if model.cfg.dtype == torch.float64 else torch.float32
 
 
-def unembed_column_gain(model: HookedTransformer) -> float:
+def unembed_column_gain(model: HookedTransformer, chunk: int = 4096) -> float:
     """G = max_j ‖P diag(γ_f) W_U[:, j]‖₂ (float64, rounded up): the gain from the final
-    LayerNorm's normalised output to any one logit."""
-    w_u = model.unembed.W_U.detach().double()
+    LayerNorm's normalised output to any one logit (columns in chunks: no float64 copy of W_U)."""
+    w_u = model.unembed.W_U.detach()
     gamma = getattr(model.ln_final, "w", None)
-    g = w_u if gamma is None else gamma.detach().double()[:, None] * w_u
-    g = g - g.mean(0, keepdim=True)
-    return float(torch.linalg.vector_norm(g, dim=0).max()) * (1 + 1e-12)
+    best = 0.0
+    for j in range(0, w_u.shape[1], chunk):
+        g = w_u[:, j : j + chunk].double()
+        g = g if gamma is None else gamma.detach().double()[:, None] * g
+        g = g - g.mean(0, keepdim=True)
+        best = max(best, float(torch.linalg.vector_norm(g, dim=0).max()))
+    return best * (1 + 1e-12)
 
 
 class Tracker:
