@@ -13,6 +13,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if "WORKBENCH_CACHE" not in os.environ:  # the weight-norm cache of the bounds: never the user's
+    import tempfile
+
+    os.environ["WORKBENCH_CACHE"] = tempfile.mkdtemp(prefix="workbench-cache-")
 
 import pytest
 import torch

@@ -69,6 +69,11 @@ def assert_ordered(tables: dict[str, pd.DataFrame], n_layers: int, n_tokens: int
     assert (over <= 0).all(), tok[over > 0].head()
     over = lay.certified - lay.weight * (1 + RTOL)
     assert (over <= 0).all(), lay[over > 0].head()
+    over = lay.certified - lay.trivial * (1 + RTOL)  # never looser than the input-free bound
+    assert (over <= 0).all(), lay[over > 0].head()
+    over = tok.measured - (tok.segment * (1 + RTOL) + slack)  # the segment tier: still a bound
+    assert (over <= 0).all(), tok[over > 0].head()
+    assert (tok.segment <= tok.certified * (1 + RTOL)).all()
     assert lay.violations.sum() == 0
     assert np.isfinite(lay[["measured", "certified", "weight"]].to_numpy()).all()
 
@@ -81,6 +86,48 @@ def test_measured_le_certified_le_weight(model64, tables_cache):
     deep = lay[lay.layer == lay.layer.max()]
     assert (deep.certified < deep.weight).all()
     assert (deep.measured > 0).all()
+
+
+@torch.no_grad()
+def _range_oracle(model) -> list[tuple[float, float]]:
+    """2√d (Σ_h ‖P diag(γ₁) W_V W_O‖₂ + ‖W_out‖₂ g' ‖P diag(γ₂) W_in‖₂) per block, from the
+    definitions (dense float64 SVDs of the full d × d matrices, centring by an explicit P)."""
+    d = model.cfg.d_model
+    p = torch.eye(d, dtype=torch.float64) - torch.full((d, d), 1 / d, dtype=torch.float64)
+    out = []
+    for blk in model.blocks:
+        g1 = torch.diag(blk.ln1.w.double()) if hasattr(blk.ln1, "w") else torch.eye(d).double()
+        g2 = torch.diag(blk.ln2.w.double()) if hasattr(blk.ln2, "w") else torch.eye(d).double()
+        a = blk.attn
+        vo = sum(
+            torch.linalg.svdvals(p @ g1 @ a.W_V[h].double() @ a.W_O[h].double())[0]
+            for h in range(model.cfg.n_heads)
+        )
+        lf = (
+            torch.linalg.svdvals(blk.mlp.W_out.double())[0]
+            * bw.ACT_LIPSCHITZ[model.cfg.act_fn]
+            * torch.linalg.svdvals(p @ g2 @ blk.mlp.W_in.double())[0]
+        )
+        out.append((float(vo), float(lf)))
+    return out
+
+
+def test_certified_never_looser_than_trivial(model64, tables_cache):
+    """The trivial tier against an independent recomputation, and measured ≤ certified ≤ it."""
+    lay = tables_for(model64, tables_cache)["layers"]
+    per_block = _range_oracle(model64)
+    d2 = 2 * math.sqrt(model64.cfg.d_model)
+    for block in sorted(lay.block.unique()):
+        vo, lf = per_block[block]
+        expect = d2 * (vo + (0 if model64.cfg.parallel_attn_mlp else lf))
+        for layer in range(block + 1, model64.cfg.n_layers + 1):
+            if layer > block + 1:
+                expect += d2 * sum(per_block[layer - 1])
+            got = lay[(lay.block == block) & (lay.layer == layer)].trivial
+            # certified spectral norms: above the dense SVD's, by at most a relative 1e-8
+            assert (got >= expect * (1 - 1e-12)).all() and (got <= expect * (1 + 1e-8)).all()
+    assert (lay.measured <= lay.certified * (1 + RTOL) + RTOL * lay.resid_norm).all()
+    assert (lay.certified <= lay.trivial * (1 + RTOL)).all()
 
 
 def test_token_zero_is_never_changed(model64, tables_cache):
@@ -150,6 +197,10 @@ def test_final_delta_against_block_is_in_the_output(model64, tables_cache):
         "tightness_max",
         "kl",
         "max_abs_dlogp",
+        "trivial",
+        "weight_log10",
+        "certified_unchanged",
+        "exact_match_changed",
     ):
         assert per_block[col].notna().all(), col
     assert (per_block.tightness_median >= 1 - 1e-9).all()
@@ -281,6 +332,11 @@ def test_random_configurations_and_inputs(data):
     assert (over <= 0).all(), tok[over > 0].head()
     lay = tables["layers"]
     assert (lay.certified <= lay.weight * (1 + RTOL)).all()
+    assert (lay.certified <= lay.trivial * (1 + RTOL)).all()
+    assert (lay.measured <= lay.trivial * (1 + RTOL)).all()
+    over = tok.measured - (tok.segment * (1 + RTOL) + RTOL * tok.resid_norm)
+    assert (over <= 0).all(), tok[over > 0].head()
+    assert (tok.segment <= tok.certified * (1 + RTOL)).all()
     assert (tok[tok.pos == 0].measured <= 1e-12 * tok[tok.pos == 0].resid_norm).all()
 
 
@@ -312,6 +368,7 @@ def test_cli_writes_a_run(tiny_neox_dir, tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert "tightness_median" in printed and "wall time" in printed
+    assert "certified_unchanged" in printed and "exact_match_changed" in printed
     for name in ("layers", "tokens", "samples", "memorization", "jacobian"):
         assert (out / f"{name}.parquet").is_file(), name
     assert (out / "bounds.html").is_file() and (out / "summary.csv").is_file()
@@ -320,7 +377,7 @@ def test_cli_writes_a_run(tiny_neox_dir, tmp_path, capsys):
     assert layers.violations.sum() == 0
 
 
-@pytest.mark.skipif(
+ORGANISM = pytest.mark.skipif(
     registry.DEFAULT_MODEL is None
     or not registry.EMBEDDED_MODELS.get(registry.DEFAULT_MODEL, None)
     or not registry.EMBEDDED_MODELS[registry.DEFAULT_MODEL].is_dir()
@@ -328,6 +385,9 @@ def test_cli_writes_a_run(tiny_neox_dir, tmp_path, capsys):
     or not registry.DEFAULT_MEMORIZED_SET.is_file(),
     reason="the embedded organism is not shipped in this checkout",
 )
+
+
+@ORGANISM
 def test_organism_float64():
     model = load_model(None, device="cpu", dtype="float64")
     tokens = np.load(registry.DEFAULT_MEMORIZED_SET)[:4]

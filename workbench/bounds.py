@@ -11,19 +11,28 @@ Library::
     tables = compute_bounds(model, tokens, blocks=range(model.cfg.n_layers))
 
 For each short-circuited block i (the paper's intervention: block i's attention pattern becomes
-the identity) and every later layer l, per sample and per token, three numbers about
+the identity) and every later layer l, per sample and per token, these numbers about
 Δ_l = x'_l − x_l (short-circuited minus clean residual stream):
 
-1. **weight**: a bound from the weights alone, valid for every input;
-2. **certified**: the same recursion evaluated on the clean run's own activations (valid for this
-   input; never looks at the short-circuited run);
-3. **measured**: ‖Δ_{l,t}‖ itself, with the measured per-block gain and, as a first-order
+1. **weight**: a bound from the weights alone, valid for every input (in log space:
+   ``weight_log10``; its norms certified and cached, ``workbench.bounds_weights``);
+2. **trivial**: the weight-only range of each block, 2√d (Σ_h ‖M_VO‖ + L_F) per block;
+3. **certified**: the same recursion evaluated on the clean run's own activations (valid for this
+   input; never looks at the short-circuited run), never looser than trivial step by step;
+4. **segment**: a-posteriori, the certified recursion with the exact σ on each token's segment
+   and the exact attention-pattern change read off the intervened pass
+   (``workbench.bounds_segment``);
+5. **measured**: ‖Δ_{l,t}‖ itself, with the measured per-block gain and, as a first-order
    reference, the spectral norm of each block's Jacobian at the clean point.
 
-The derivation is in ``workbench.bounds_math`` and docs/bounds.md. measured ≤ certified ≤ weight
-must hold for every block, layer and token: float64 tolerance 1e-9 relative (the measured side
-also gets 1e-9·‖x_{l,t}‖ of absolute slack for rounding in the forward pass itself), 1e-4 in
-float32, 1e-2 in bf16/fp16, where the model's own rounding dominates. Violations are counted
+Per sample, ``certified_unchanged``: the greedy suffix provably cannot change (clean margins
+against the certified bound on the logit change, ``Tracker.certificate``).
+
+The derivation is in ``workbench.bounds_math`` and docs/bounds.md. measured ≤ segment ≤
+certified ≤ min(weight, trivial) must hold for every block, layer and token: float64 tolerance
+1e-9 relative (the measured side also gets 1e-9·‖x_{l,t}‖ of absolute slack for rounding in the
+forward pass itself), 1e-4 in float32, 1e-2 in bf16/fp16, where the model's own rounding
+dominates. Violations are counted
 (``violations`` column) and logged as errors.
 
 **Same passes as the memorization scores.** The passes are those of
@@ -175,27 +184,45 @@ def run_bounds(units: Sequence[Unit], job: BoundsJob, **run_kw) -> dict[str, pd.
     if not tables["samples"].empty and not mem.empty:
         keys = ["model", "intervention", "sample"]
         scores = mem[[*keys, "exact_match", "token_accuracy"]]
-        tables["samples"] = tables["samples"].merge(scores, on=keys, how="left")
+        samples = tables["samples"].merge(scores, on=keys, how="left")
+        clean = mem[mem.intervention == CLEAN.label][["model", "sample", "exact_match"]]
+        clean = clean.rename(columns={"exact_match": "clean_exact_match"})
+        tables["samples"] = samples.merge(clean, on=["model", "sample"], how="left")
     return tables
 
 
 def summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Per short-circuited block: memorization scores, final-layer ‖Δ_L‖ in the three tiers
-    (median over samples of the max over tokens), tightness (certified / measured at the last
-    layer: median and max over samples), and the change in next-token log-probs."""
+    """Per short-circuited block: memorization scores, final-layer ‖Δ_L‖ in the tiers (median over
+    samples of the max over tokens), tightness (certified / measured at the last layer: median
+    and max over samples), the change in next-token log-probs, and the fraction of samples whose
+    greedy suffix is certified unchanged next to the fraction whose exact match measurably
+    changed."""
     layers, mem, samples = tables["layers"], tables["memorization"], tables["samples"]
     final = layers[layers.layer == layers.layer.max()].copy()
     final["tightness"] = final.certified / final.measured.where(final.measured > 0)
+    final["tightness_seg"] = final.segment / final.measured.where(final.measured > 0)
     per_block = final.groupby("block").agg(
         measured=("measured", "median"),
+        trivial=("trivial", "first"),
         certified=("certified", "median"),
         weight=("weight", "first"),
+        weight_log10=("weight_log10", "first"),
         tightness_median=("tightness", "median"),
         tightness_max=("tightness", "max"),
+        segment=("segment", "median"),
+        tightness_segment=("tightness_seg", "median"),
         violations=("violations", "sum"),
     )
     per_block["violations"] = layers.groupby("block").violations.sum()
-    logp = samples.groupby("block").agg(kl=("kl", "mean"), max_abs_dlogp=("max_abs_dlogp", "max"))
+    samples = samples.assign(
+        em_changed=samples.exact_match.astype(float) != samples.clean_exact_match.astype(float)
+    )
+    logp = samples.groupby("block").agg(
+        kl=("kl", "mean"),
+        max_abs_dlogp=("max_abs_dlogp", "max"),
+        certified_unchanged=("certified_unchanged", "mean"),
+        exact_match_changed=("em_changed", "mean"),
+    )
     scores = mem.groupby("intervention").agg(
         exact_match=("exact_match", "mean"), token_accuracy=("token_accuracy", "mean")
     )

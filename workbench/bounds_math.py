@@ -218,7 +218,9 @@ def attention_step(
     z = z.masked_fill(~mask, 0).amax(-1) / c.scale  # [B, H, T]
     half_diam = torch.minimum(st.half_diam, c.d_max.to(nd)[:, None])
     per_head = vo * eps_bar[:, None] + z.clamp(max=2.0) * half_diam
-    return per_head.sum(1)
+    # never looser than the head's range: both outputs are convex combinations of ṽ_s = n_s M_VO
+    # + const with ‖n_s‖ ≤ √d, so they differ by at most 2√d‖M_VO‖ whatever the inputs
+    return torch.minimum(per_head, 2 * math.sqrt(c.d) * vo).sum(1)
 
 
 def mlp_step(e: Tensor, c: LayerConsts, centred: Tensor) -> Tensor:
@@ -238,15 +240,43 @@ def certified_bounds(
     c, st = consts[block], stats[block]
     delta = st.injection
     e = delta if c.parallel else delta + mlp_step(delta, c, st.c2)
+    trivial = trivial_bounds(consts, block)
+    e = e.clamp(max=trivial[0])
     out = [e]
-    for c, st in zip(consts[block + 1 :], stats[block + 1 : len(consts)], strict=True):
+    for k, (c, st) in enumerate(
+        zip(consts[block + 1 :], stats[block + 1 : len(consts)], strict=True)
+    ):
         a = attention_step(e, c, st)
         if c.parallel:
             e = e + a + mlp_step(e, c, st.c1)
         else:
             em = e + a
             e = em + mlp_step(em, c, st.c2)
+        e = e.clamp(max=trivial[k + 1])  # the input-free bound of the same step (min of two bounds)
         out.append(e)
+    return out
+
+
+def trivial_bounds(consts: list[LayerConsts], block: int) -> list[float]:
+    """The input-free range bound on ‖Δ_l‖ for l = block+1 .. L (docs/bounds.md, Step 5b).
+
+    A LayerNorm output has ‖n‖ < √d, so a block's attention output (per head a convex combination
+    of ṽ_s = n_s M_VO + const) lies in a ball of radius √d Σ_h ‖M_VO‖ around a fixed point, and its
+    MLP output (Lipschitz L_F in n) in one of radius √d L_F: two runs differ by at most twice that.
+    Injection: ‖δ_t‖ ≤ Σ_h 2 D_t ≤ 2√d Σ_h ‖M_VO‖ (+ 2√d L_F for the sequential block's MLP,
+    which reads the changed mid stream); every later block adds at most 2√d (Σ_h ‖M_VO‖ + L_F),
+    parallel or sequential alike (each sub-layer's change is range-bounded on its own).
+    """
+
+    def step(c: LayerConsts) -> float:
+        return 2 * math.sqrt(c.d) * (float(c.vo.sum()) + c.mlp)
+
+    first = consts[block]
+    out = [
+        2 * math.sqrt(first.d) * (float(first.vo.sum()) + (0.0 if first.parallel else first.mlp))
+    ]
+    for c in consts[block + 1 :]:
+        out.append(out[-1] + step(c))
     return out
 
 

@@ -5,6 +5,7 @@ the clean run's statistics and the measured ‖Δ_l‖, turned into the three ti
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,7 @@ from transformer_lens import HookedTransformer
 
 from workbench import bounds_math as bm
 from workbench import bounds_weights as bw
+from workbench.bounds_segment import Segment, segment_bounds, segment_sigma
 from workbench.interventions import ShortCircuit
 
 log = logging.getLogger("workbench.bounds")
@@ -25,6 +27,20 @@ RTOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.fl
 
 def norm_dtype(model: HookedTransformer) -> torch.dtype:
     return torch.float64 if model.cfg.dtype == torch.float64 else torch.float32
+
+
+def unembed_column_gain(model: HookedTransformer, chunk: int = 4096) -> float:
+    """G = max_j ‖P diag(γ_f) W_U[:, j]‖₂ (float64, rounded up): the gain from the final
+    LayerNorm's normalised output to any one logit (columns in chunks: no float64 copy of W_U)."""
+    w_u = model.unembed.W_U.detach()
+    gamma = getattr(model.ln_final, "w", None)
+    best = 0.0
+    for j in range(0, w_u.shape[1], chunk):
+        g = w_u[:, j : j + chunk].double()
+        g = g if gamma is None else gamma.detach().double()[:, None] * g
+        g = g - g.mean(0, keepdim=True)
+        best = max(best, float(torch.linalg.vector_norm(g, dim=0).max()))
+    return best * (1 + 1e-12)
 
 
 class Tracker:
@@ -46,12 +62,19 @@ class Tracker:
         self.consts = bw.layer_consts(model, n_pos or model.cfg.n_ctx, sigma_floor)
         self.L = model.cfg.n_layers
         self.low = min(self.blocks) if self.blocks else self.L
+        self.unembed_gain = unembed_column_gain(model)
         self._reset()
 
     def _reset(self) -> None:
         self.stats = [bm.LayerStats() for _ in range(self.L + 1)]  # index L: final stream
         self.clean: dict[int, Tensor] = {}  # layer -> clean x_l (references)
+        self.clean_mid: dict[int, Tensor] = {}  # layer -> clean m_l (sequential blocks)
+        self.clean_pattern: dict[int, Tensor] = {}  # layer -> clean attention pattern
+        self.segments: dict[int, Segment] = {}
         self.clean_lp: Tensor | None = None
+        self.margin: Tensor | None = None  # [B, S] clean top-1 − top-2 logit, suffix positions
+        self.greedy_true: Tensor | None = None  # [B] the clean argmax is the true token at all S
+        self.logit_scale: Tensor | None = None  # [B] max |logit| (rounding slack)
         self.measured: dict[int, dict] = {}
 
     def observer(self, sc: ShortCircuit, batch_index: int) -> list:
@@ -75,23 +98,65 @@ class Tracker:
         def final(x, hook):
             self.clean[self.L] = x
             self.stats[self.L].xnorm = torch.linalg.vector_norm(x.to(nd), dim=-1)
-            self.clean_lp = self._suffix_logprobs(x)
+            self.stats[self.L].c1 = bm.centred_norm(x.to(nd))
+            logits = self._suffix_logits(x)
+            self.clean_lp = torch.log_softmax(logits, dim=-1)
+            top = logits.topk(min(2, logits.shape[-1]), dim=-1)
+            self.margin = top.values[..., 0] - top.values[..., -1]
+            true = self._true_tokens(x.device)
+            self.greedy_true = (top.indices[..., 0] == true).all(-1)
+            self.logit_scale = logits.abs().amax((-1, -2))
+
+        def keep_in(store, layer):
+            def hook(x, hook):
+                store[layer] = x
+
+            return hook
 
         hooks += [(f"blocks.{lay}.hook_resid_pre", keep(lay)) for lay in range(self.low, self.L)]
+        for lay in range(self.low, self.L):  # the segment tier's clean references
+            hooks.append((f"blocks.{lay}.attn.hook_pattern", keep_in(self.clean_pattern, lay)))
+            if not self.consts[lay].parallel:
+                hooks.append((f"blocks.{lay}.hook_resid_mid", keep_in(self.clean_mid, lay)))
         return [*hooks, (f"blocks.{last}.hook_resid_post", final)]
+
+    def _suffix_logits(self, x: Tensor) -> Tensor:
+        """The logits at the positions that predict the suffix, in the norm dtype."""
+        return self.model.unembed(self.model.ln_final(x[:, self.prefix_len - 1 : -1])).to(self.nd)
 
     def _suffix_logprobs(self, x: Tensor) -> Tensor:
         """log p(· | context) at the positions that predict the suffix, in the norm dtype."""
-        logits = self.model.unembed(self.model.ln_final(x[:, self.prefix_len - 1 : -1]))
-        return torch.log_softmax(logits.to(self.nd), dim=-1)
+        return torch.log_softmax(self._suffix_logits(x), dim=-1)
+
+    def certificate(self, e_final: Tensor) -> tuple[Tensor, Tensor]:
+        """Per sample: whether the greedy suffix provably cannot change, and the logit bound.
+
+        With e_t ≥ ‖Δ_{L,t}‖ at the final stream, the final LayerNorm moves by at most ε̃_t (LN),
+        and logit j by |(n' − n)·P diag(γ_f) W_U[:, j]| ≤ ε̃_t ‖P diag(γ_f) W_U[:, j]‖ ≤ ε̃_t G
+        (b_U cancels). A clean top-1/top-2 margin above 2 ε̃_t G keeps the argmax at t. When the
+        clean argmax is the true token at every suffix position, the clean greedy suffix *is*
+        the true one and the teacher-forced contexts are the greedy ones, so the intervened
+        greedy suffix is the same if the argmax holds at every suffix position.
+        """
+        st, c = self.stats[self.L], self.consts[-1]
+        e = e_final[:, self.prefix_len - 1 : -1]
+        eps_n = bm._ln_gain(e, st.c1[:, self.prefix_len - 1 : -1], c.d, float(self.model.cfg.eps))
+        bound = 2 * self.unembed_gain * eps_n  # [B, S] bound on the change of any logit gap
+        slack = self.rtol * self.logit_scale[:, None]  # the model's own rounding of the logits
+        safe = (self.margin > bound * (1 + self.rtol) + slack).all(-1) & self.greedy_true
+        return safe, bound.amax(-1)
 
     def _measure_hooks(self, block: int) -> list:
         out = self.measured[block] = {}
+        seg = self.segments[block] = Segment()
+        nd, eps = self.nd, float(self.model.cfg.eps)
 
         def delta(layer):
             def hook(x, hook):
                 d = x.to(self.nd) - self.clean[layer].to(self.nd)
                 out[layer] = torch.linalg.vector_norm(d, dim=-1)
+                if layer < self.L:
+                    seg.sigma1[layer] = segment_sigma(self.clean[layer].to(nd), x.to(nd), eps)
                 if layer == self.L:
                     lp = self._suffix_logprobs(x)
                     out["kl"] = (self.clean_lp.exp() * (self.clean_lp - lp)).sum(-1).mean(-1)
@@ -101,7 +166,26 @@ class Tracker:
 
             return hook
 
+        def mid(layer):
+            def hook(x, hook):
+                clean = self.clean_mid[layer].to(nd)
+                seg.sigma2[layer] = segment_sigma(clean, x.to(nd), eps)
+
+            return hook
+
+        def pattern(layer):
+            def hook(a, hook):
+                diff = a.to(nd) - self.clean_pattern[layer].to(nd)
+                seg.l1[layer] = diff.abs().sum(-1)
+
+            return hook
+
         hooks = [(f"blocks.{lay}.hook_resid_pre", delta(lay)) for lay in range(block + 1, self.L)]
+        hooks += [
+            (f"blocks.{lay}.attn.hook_pattern", pattern(lay)) for lay in range(block + 1, self.L)
+        ]
+        if not self.consts[block].parallel:
+            hooks += [(f"blocks.{lay}.hook_resid_mid", mid(lay)) for lay in range(block, self.L)]
         return [*hooks, (f"blocks.{self.L - 1}.hook_resid_post", delta(self.L))]
 
     def _true_tokens(self, device) -> Tensor:
@@ -114,12 +198,19 @@ class Tracker:
         layers, tokens, samples = [], [], []
         for block, meas in self.measured.items():
             cert = bm.certified_bounds(self.consts, self.stats, block)
-            weight = bw.weight_bounds(self.consts, block)
+            segment = segment_bounds(self.consts, self.stats, self.segments[block], block, cert)
+            log_weight = bw.weight_bounds(self.consts, block)
+            trivial = bm.trivial_bounds(self.consts, block)
             prev = None
             for k, lay in enumerate(range(block + 1, self.L + 1)):
-                m, c, w = meas[lay].cpu(), cert[k].cpu(), weight[k]
+                m, c, lw = meas[lay].cpu(), cert[k].cpu(), log_weight[k]
+                sg = segment[k].cpu()
+                w = bw._exp(lw)
                 xn = self.stats[lay].xnorm.cpu()
-                bad = (m > c * (1 + self.rtol) + self.rtol * xn) | (c > w * (1 + self.rtol))
+                bad = m > c * (1 + self.rtol) + self.rtol * xn
+                bad |= (m > sg * (1 + self.rtol) + self.rtol * xn) | (sg > c * (1 + self.rtol))
+                bad |= c.double().log() > lw + math.log1p(self.rtol)
+                bad |= c > trivial[k] * (1 + self.rtol)
                 n, t = m.shape
                 m_max, c_max = m.amax(-1), c.amax(-1)
                 layers.append(
@@ -130,7 +221,10 @@ class Tracker:
                             "sample": np.arange(first, first + n),
                             "measured": m_max.double().numpy(),
                             "certified": c_max.double().numpy(),
+                            "segment": sg.amax(-1).double().numpy(),
+                            "trivial": trivial[k],
                             "weight": w,
+                            "weight_log10": lw / math.log(10),
                             "measured_gain": (m_max / prev[0]).double().numpy() if prev else np.nan,
                             "certified_gain": (c_max / prev[1]).double().numpy()
                             if prev
@@ -162,6 +256,7 @@ class Tracker:
                                 "pos": np.tile(np.arange(t), n),
                                 "measured": m.reshape(-1).double().numpy(),
                                 "certified": c.reshape(-1).double().numpy(),
+                                "segment": sg.reshape(-1).double().numpy(),
                                 "resid_norm": xn.reshape(-1).double().numpy(),
                             }
                         )
@@ -170,6 +265,7 @@ class Tracker:
                     log.error(
                         "bound violated: block %d layer %d, %d tokens", block, lay, int(bad.sum())
                     )
+            safe, logit_bound = self.certificate(cert[-1])
             samples.append(
                 pd.DataFrame(
                     {
@@ -178,6 +274,9 @@ class Tracker:
                         "sample": np.arange(first, first + n),
                         "kl": meas["kl"].cpu().double().numpy(),
                         "max_abs_dlogp": meas["dlogp"].cpu().double().numpy(),
+                        "certified_unchanged": safe.cpu().numpy(),
+                        "logit_gap_bound": logit_bound.cpu().double().numpy(),
+                        "min_margin": self.margin.amin(-1).cpu().double().numpy(),
                     }
                 )
             )

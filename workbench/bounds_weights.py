@@ -8,12 +8,20 @@ certified tier never exceeds this one, is in ``workbench.bounds_math`` (docs/bou
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
+
+from workbench.spectral import log_sum, spectral_norm
+
+log = logging.getLogger("workbench.bounds")
 
 # sup_x |φ'(x)| per TransformerLens act_fn, rounded *up*. Exact GELU: φ'(√2) = Φ(√2) + √2·ϕ(√2)
 # = 1.1289041…; the tanh approximations peak at 1.1289931… (x ≈ 1.4185). ReLU: 1.
@@ -71,11 +79,6 @@ def check_supported(model: HookedTransformer) -> None:
         )
 
 
-def _spec(x: Tensor) -> Tensor:
-    """Spectral norm of each trailing matrix, float64."""
-    return torch.linalg.matrix_norm(x.double(), ord=2)
-
-
 def _fold(gamma: Tensor, w: Tensor) -> Tensor:
     """P diag(γ) W for W [..., d, k]: scale rows by γ, then centre over d (P = I − 11ᵀ/d)."""
     g = gamma.double()[:, None] * w.double()
@@ -122,73 +125,154 @@ class LayerConsts:
     # weight tier
     lip_a: float = math.nan
     lip_f: float = math.nan
-    gain: float = math.nan  # K_l
+    gain: float = math.nan  # K_l (inf if it overflows: log_gain is the number)
     injection: float = math.nan  # weight bound on ‖Δ_{l+1}‖ when l is short-circuited
+    log_gain: float = math.nan
+    log_injection: float = math.nan
+
+
+CACHE_VERSION = 1  # bump when the cached norms or how they are computed change
+
+
+def cache_dir() -> Path:
+    """The workbench cache: ``$WORKBENCH_CACHE``, else ``~/.cache/workbench``."""
+    return Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "workbench")
+
+
+def weights_key(model: HookedTransformer) -> str:
+    """blake2b of every tensor the constants read (and the settings they depend on)."""
+    cfg = model.cfg
+    h = hashlib.blake2b(digest_size=20)
+    h.update(repr((CACHE_VERSION, cfg.d_model, cfg.n_heads, cfg.act_fn)).encode())
+    for block in model.blocks:
+        attn = block.attn
+        parts = [attn.W_Q, attn.W_K, attn.W_V, attn.W_O, attn.b_Q, attn.b_K]
+        parts += [block.mlp.W_in, block.mlp.W_out]
+        parts += [
+            getattr(ln, n) for ln in (block.ln1, block.ln2) for n in ("w", "b") if hasattr(ln, n)
+        ]
+        for t in parts:
+            t = t.detach().cpu().contiguous()
+            h.update(repr((str(t.dtype), tuple(t.shape))).encode())
+            h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _block_norms(block) -> dict[str, Tensor]:
+    """The weight norms of one block (certified upper bounds, ``workbench.spectral``)."""
+    attn, mlp = block.attn, block.mlp
+    d = attn.W_Q.shape[1]
+    ones = torch.ones(d, dtype=torch.float64, device=attn.W_Q.device)
+    g1 = getattr(block.ln1, "w", ones)
+    b1 = getattr(block.ln1, "b", torch.zeros_like(ones)).double()
+    g2 = getattr(block.ln2, "w", ones)
+    o_us = _o_us(attn.W_O)
+
+    def offset(w, b):
+        return torch.linalg.vector_norm(
+            torch.einsum("d,hde->he", b1, w.double()) + b.double(), dim=-1
+        )
+
+    return {
+        "vo": spectral_norm(_fold(g1, attn.W_V) @ o_us),
+        "mq": spectral_norm(_fold(g1, attn.W_Q)),
+        "mk": spectral_norm(_fold(g1, attn.W_K)),
+        "off_q": offset(attn.W_Q, attn.b_Q),
+        "off_k": offset(attn.W_K, attn.b_K),
+        "w_out": spectral_norm(mlp.W_out),
+        "w_in": spectral_norm(_fold(g2, mlp.W_in)),
+    }
+
+
+def _o_us(w_o: Tensor) -> Tensor:
+    """U·S of W_O = U S Vᵀ per head (so ‖x W_O‖ = ‖x U S‖), float64."""
+    u, s, _ = torch.linalg.svd(w_o.double(), full_matrices=False)
+    return u * s[:, None, :]
+
+
+def weight_norms(model: HookedTransformer, cache: bool = True) -> list[dict[str, Tensor]]:
+    """Every block's norms, cached per model under :func:`cache_dir` keyed by the weights' hash."""
+    path = cache_dir() / "bounds" / f"{weights_key(model)}.pt" if cache else None
+    if path is not None and path.is_file():
+        try:
+            return torch.load(path, weights_only=True)
+        except (OSError, RuntimeError, EOFError):
+            log.warning("ignoring an unreadable cache file %s", path)
+    with torch.no_grad():
+        norms = [_block_norms(block) for block in model.blocks]
+    norms = [{k: v.cpu() for k, v in n.items()} for n in norms]
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(norms, tmp)
+            tmp.replace(path)
+        except OSError as err:
+            log.warning("could not cache the weight norms in %s: %s", path, err)
+    return norms
 
 
 def layer_consts(
-    model: HookedTransformer, n_pos: int, sigma_floor: float | None = None
+    model: HookedTransformer, n_pos: int, sigma_floor: float | None = None, cache: bool = True
 ) -> list[LayerConsts]:
-    """Weight norms and the weight tier for every block, from the weights the model runs."""
+    """Weight norms and the weight tier (in log space) for every block, from the weights the
+    model runs; the norms come from the cache when these weights were seen before."""
     check_supported(model)
     cfg = model.cfg
     d = cfg.d_model
     sqrt_d = math.sqrt(d)
-    sigma_min = max(math.sqrt(cfg.eps), sigma_floor or 0.0)
+    log_sigma = math.log(max(math.sqrt(cfg.eps), sigma_floor or 0.0))
     g_act = ACT_LIPSCHITZ[cfg.act_fn]
     out = []
-    with torch.no_grad():
-        for block in model.blocks:
-            attn, mlp = block.attn, block.mlp
-            ones = torch.ones(d, dtype=torch.float64, device=attn.W_Q.device)
-            zeros = torch.zeros_like(ones)
-            g1 = getattr(block.ln1, "w", ones)
-            b1 = getattr(block.ln1, "b", zeros).double()
-            g2 = getattr(block.ln2, "w", ones)
-            rho = _rotary_gain(attn, n_pos) if cfg.positional_embedding_type == "rotary" else 1.0
-            u, s, _ = torch.linalg.svd(attn.W_O.double(), full_matrices=False)
-            o_us = u * s[:, None, :]
-            vo = _spec(_fold(g1, attn.W_V) @ o_us)
-            mq, mk = _spec(_fold(g1, attn.W_Q)), _spec(_fold(g1, attn.W_K))
-            off_q = torch.linalg.vector_norm(
-                torch.einsum("d,hde->he", b1, attn.W_Q.double()) + attn.b_Q.double(), dim=-1
-            )
-            off_k = torch.linalg.vector_norm(
-                torch.einsum("d,hde->he", b1, attn.W_K.double()) + attn.b_K.double(), dim=-1
-            )
-            c = LayerConsts(
-                parallel=bool(cfg.parallel_attn_mlp),
-                window=cfg.window_size if attn.attn_type == "local" else None,
-                scale=float(attn.attn_scale),
-                rho=rho,
-                eps=float(cfg.eps),
-                d=d,
-                vo=vo,
-                q=rho * mq,
-                k=rho * mk,
-                q_max=rho * (sqrt_d * mq + off_q),
-                k_max=rho * (sqrt_d * mk + off_k),
-                d_max=sqrt_d * vo,
-                mlp=float(_spec(mlp.W_out) * g_act * _spec(_fold(g2, mlp.W_in))),
-                o_us=o_us,
-            )
-            c.lip_a = float(
-                (c.vo + (c.q * c.k_max + c.q_max * c.k) / c.scale * c.d_max).sum() / sigma_min
-            )
-            c.lip_f = c.mlp / sigma_min
-            if c.parallel:
-                c.gain = 1.0 + c.lip_a + c.lip_f
-                c.injection = float(2 * c.d_max.sum())
-            else:
-                c.gain = (1.0 + c.lip_a) * (1.0 + c.lip_f)
-                c.injection = float(2 * c.d_max.sum()) * (1.0 + c.lip_f)
-            out.append(c)
+    for block, nm in zip(model.blocks, weight_norms(model, cache), strict=True):
+        attn = block.attn
+        dev = attn.W_Q.device
+        rho = _rotary_gain(attn, n_pos) if cfg.positional_embedding_type == "rotary" else 1.0
+        vo, mq, mk = (nm[k].to(dev) for k in ("vo", "mq", "mk"))
+        c = LayerConsts(
+            parallel=bool(cfg.parallel_attn_mlp),
+            window=cfg.window_size if attn.attn_type == "local" else None,
+            scale=float(attn.attn_scale),
+            rho=rho,
+            eps=float(cfg.eps),
+            d=d,
+            vo=vo,
+            q=rho * mq,
+            k=rho * mk,
+            q_max=rho * (sqrt_d * mq + nm["off_q"].to(dev)),
+            k_max=rho * (sqrt_d * mk + nm["off_k"].to(dev)),
+            d_max=sqrt_d * vo,
+            mlp=float(nm["w_out"] * g_act * nm["w_in"]),
+            o_us=_o_us(attn.W_O),
+        )
+        # log space: each term is a product of finite norms, the sums are log-sum-exps
+        heads = [
+            math.log(float(v)) if v > 0 else -math.inf
+            for v in (c.vo + (c.q * c.k_max + c.q_max * c.k) / c.scale * c.d_max)
+        ]
+        log_lip_a = log_sum(heads) - log_sigma
+        log_lip_f = (math.log(c.mlp) if c.mlp > 0 else -math.inf) - log_sigma
+        log_inj = math.log(2 * float(c.d_max.sum())) if float(c.d_max.sum()) > 0 else -math.inf
+        if c.parallel:
+            c.log_gain = log_sum([0.0, log_lip_a, log_lip_f])
+            c.log_injection = log_inj
+        else:
+            c.log_gain = log_sum([0.0, log_lip_a]) + log_sum([0.0, log_lip_f])
+            c.log_injection = log_inj + log_sum([0.0, log_lip_f])
+        c.lip_a, c.lip_f = _exp(log_lip_a), _exp(log_lip_f)
+        c.gain, c.injection = _exp(c.log_gain), _exp(c.log_injection)
+        out.append(c)
     return out
 
 
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 709 else math.inf
+
+
 def weight_bounds(consts: list[LayerConsts], block: int) -> list[float]:
-    """Weight tier for a short-circuit at ``block``: bounds on ‖Δ_l‖ for l = block+1 .. L."""
-    bounds = [consts[block].injection]
+    """Weight tier for a short-circuit at ``block``: natural logs of the bounds on ‖Δ_l‖ for
+    l = block+1 .. L (finite at any depth; ``math.exp`` of them may overflow to inf)."""
+    logs = [consts[block].log_injection]
     for c in consts[block + 1 :]:
-        bounds.append(bounds[-1] * c.gain)
-    return bounds
+        logs.append(logs[-1] + c.log_gain)
+    return logs
