@@ -84,6 +84,13 @@ def bounds_figure(
         yaxis_type="log",
         template=TEMPLATE,
         width=820,
-        height=500,
+        height=500 + 22 * ((len(chosen) * len(tiers) + 3) // 4),
+        legend={
+            "orientation": "h",
+            "yanchor": "top",
+            "y": -0.18,
+            "entrywidth": 0.25,
+            "entrywidthmode": "fraction",
+        },
     )
     return fig
