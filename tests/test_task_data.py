@@ -132,6 +132,14 @@ def test_mode(env, expected, monkeypatch):
     assert task_data.mode() == expected
 
 
+@pytest.mark.parametrize(
+    ("argv", "shots"),
+    [(["run", "--tasks", "piqa"], None), (["run", "--num_fewshot", "3"], 3), (["-f", "0"], 0)],
+)
+def test_the_lm_eval_command_lines_few_shot(argv, shots):
+    assert task_data.cli_fewshot(argv) == shots
+
+
 def test_with_the_hub_lm_eval_is_untouched(offline, monkeypatch):
     from lm_eval.api.task import ConfigurableTask
 

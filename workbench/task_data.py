@@ -325,8 +325,8 @@ def adapt_splits(task, num_fewshot: int | None) -> None:
     if cfg.test_split is None and cfg.validation_split not in have:
         raise TaskDataError(f"task {name!r}: its local copy has splits {sorted(have)} only")
     shots = num_fewshot if num_fewshot is not None else (cfg.num_fewshot or 0)
-    samples = fewshot is not None and fewshot.samples is not None
-    if shots > 0 and cfg.training_split is None and fewshot.split is None and not samples:
+    source = fewshot is not None and (fewshot.split is not None or fewshot.samples is not None)
+    if shots > 0 and cfg.training_split is None and not source:
         raise TaskDataError(
             f"task {name!r}: {shots}-shot needs a training or few-shot split, and its local copy "
             f"has {sorted(have)} only; run zero-shot (--num-fewshot 0) or with network"
