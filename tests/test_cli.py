@@ -66,7 +66,8 @@ def test_bad_options_are_one_line_and_exit_2(module, args, says):
 
 
 @pytest.mark.parametrize(
-    "module", ["memorization", "bounds", "benchmarks", "taxonomy", "reproduce", "figures"]
+    "module",
+    ["memorization", "bounds", "benchmarks", "taxonomy", "reproduce", "figures", "task_data"],
 )
 def test_help_shows_defaults_and_imports_nothing_heavy(module):
     probe = (

@@ -4,6 +4,7 @@ any lm-evaluation-harness task list, as a tidy table in a run directory.
     python -m workbench.benchmarks                       # the organism, its local tasks, all blocks
     python -m workbench.benchmarks --model pythia-160m --tasks lambada_openai arc_easy piqa \\
         --blocks all --block-sets 0-2 --batch-size 32 --limit 500 --out runs/bench-160m
+    HF_HUB_OFFLINE=1 python -m workbench.benchmarks --tasks arc_easy,piqa  # see workbench.task_data
 
 How the work is shared, and why the numbers are exactly lm-eval's. For each task (or task group)
 asked for, lm-eval's own ``simple_evaluate`` runs once per intervention with one ``HookedLM``
@@ -38,7 +39,7 @@ from pathlib import Path
 import pandas as pd
 from transformer_lens import HookedTransformer
 
-from workbench import cli
+from workbench import cli, task_data
 from workbench.commands import BenchmarkConfig
 from workbench.interventions import CLEAN, ShortCircuit, interventions_from
 from workbench.lm_eval_adapter import HookedLM
@@ -82,15 +83,16 @@ def interventions_for(cfg: BenchmarkConfig, n_layers: int) -> list[ShortCircuit]
 def run_record(cfg: BenchmarkConfig, groups: Sequence[tuple[str, int | None]]) -> dict:
     """What a benchmark run records (and compares on reopening), for (model, checkpoint)s: the
     local task files' digest too (the organism's tasks and ``include_path``), so edited items
-    do not resume. The digests are listed in folder order, without the folders' paths: a
-    clone elsewhere identifies the same tasks the same way."""
+    do not resume, and that of the local copies of lm-eval's datasets when tasks read them
+    (``workbench.task_data``). The digests are listed in folder order, without the folders'
+    paths: a clone elsewhere identifies the same tasks the same way."""
     from workbench.runs import tree_digest
 
     tasks = [tree_digest(Path(d)) for d in local_task_dirs(cfg.include_path)]
-    record = {
-        **cli.recorded(cfg),
-        "identity": {**group_identity(groups, None), "tasks_sha256": tasks},
-    }
+    identity = {**group_identity(groups, None), "tasks_sha256": tasks}
+    if cfg.tasks is not None and (copies := task_data.active_copies()) is not None:
+        identity["task_data_sha256"] = copies.digest()  # lm-eval's tasks read the local copies
+    record = {**cli.recorded(cfg), "identity": identity}
     if not cfg.models:
         record["model"] = str(groups[0][0])
     return record
@@ -163,7 +165,11 @@ class BenchmarkJob:
         rows = []
         for sc in unit.interventions:
             lm.intervention = sc
-            with without_environment_report(), lm_eval_bars(self.progress):
+            with (
+                without_environment_report(),
+                lm_eval_bars(self.progress),
+                task_data.lm_eval_datasets(self.num_fewshot),
+            ):
                 res = simple_evaluate(
                     model=lm,
                     tasks=[unit.task],

@@ -20,6 +20,8 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -230,6 +232,30 @@ def load(
     state_dict = tl_loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
     del hf_model
     model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(state_dict, **processing)
+    with no_float32_round_trip():
+        model.load_and_process_state_dict(state_dict, **processing)
+    del state_dict
     model.move_model_modules_to_device()
     return model
+
+
+@contextmanager
+def no_float32_round_trip() -> Iterator[None]:
+    """TransformerLens' weight processing casts *every* weight to float32 and back, even when no
+    processing is asked for: for a bfloat16 model, twice its weights' bytes held at once. With
+    nothing to process, the cast and cast back are the identity; skip them. Restored on exit."""
+    from transformer_lens.weight_processing import ProcessWeights
+
+    saved = ProcessWeights.__dict__["process_weights"]
+    original = ProcessWeights.process_weights
+
+    def process_weights(state_dict, cfg, *args, **flags):
+        if args or any(value for name, value in flags.items() if name != "adapter"):
+            return original(state_dict, cfg, *args, **flags)
+        return state_dict
+
+    ProcessWeights.process_weights = staticmethod(process_weights)
+    try:
+        yield
+    finally:
+        ProcessWeights.process_weights = saved

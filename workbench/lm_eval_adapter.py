@@ -310,9 +310,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from lm_eval.__main__ import cli_evaluate
 
+    from workbench.task_data import cli_fewshot, lm_eval_datasets
+
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
-    cli_evaluate()
+    with lm_eval_datasets(cli_fewshot(sys.argv[1:])):  # offline: lm-eval's tasks on local copies
+        cli_evaluate()
 
 
 __all__ = ["CLEAN", "HookedLM", "main"]

@@ -161,7 +161,10 @@ def _load_hub(
         revision = _hub_revision(repo, int(checkpoint))
         kwargs = {**kwargs, "checkpoint_value": int(checkpoint)}
     try:
-        with contextlib.redirect_stdout(io.StringIO()) as said:  # TransformerLens prints
+        with (
+            contextlib.redirect_stdout(io.StringIO()) as said,  # TransformerLens prints
+            checkpoints.no_float32_round_trip(),
+        ):
             model = HookedTransformer.from_pretrained(
                 repo, device=str(device), dtype=dtype, **processing, **kwargs
             )
