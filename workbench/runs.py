@@ -57,6 +57,7 @@ class RunConfigMismatch(RunError):
 
 
 FORMAT = 3  # 3: parts keyed by workbench.runner units; 2: part names with a digest; 1: slug alone
+COMPRESSION = "zstd"  # parquet tables: a third smaller than snappy, read by every parquet reader
 
 
 def versions() -> dict[str, str]:
@@ -149,7 +150,7 @@ class Run:
         part = self._part(table, key)
         part.parent.mkdir(parents=True, exist_ok=True)
         tmp = part.with_suffix(".tmp")
-        df.to_parquet(tmp, index=False)
+        df.to_parquet(tmp, index=False, compression=COMPRESSION)
         tmp.replace(part)
 
     def drop(self, table: str) -> None:
@@ -184,7 +185,7 @@ class Run:
             groups = [[self.load(table, k) for k in ks if self.has(table, k)] for ks in keys]
         df = merge_parts(groups, sort_by)
         tmp = self.path / f"{table}.parquet.tmp"
-        df.to_parquet(tmp, index=False)
+        df.to_parquet(tmp, index=False, compression=COMPRESSION)
         tmp.replace(self.path / f"{table}.parquet")
         return df
 
