@@ -321,3 +321,33 @@ def test_figures_command_without_tables_fails_clearly(tmp_path, capsys):
         figures_main(["--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "f")])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.startswith("error: no figure could be made")
+
+
+def test_duplication_figure_refuses_a_ground_truth_of_other_data(tmp_path, mem, truth):
+    """Fig. 5 joins the runs' verdicts to the ground truth by sample id: only when the
+    memorization runs scored the data the ground truth describes (the .npy beside it)."""
+    from workbench.figures.cli import generate
+    from workbench.runs import file_sha256
+
+    gt = tmp_path / "memorized.csv"
+    truth.to_csv(gt, index=False)
+    data = tmp_path / "memorized.npy"
+    np.save(data, np.zeros((len(truth), 64), dtype=np.int64))
+
+    def run_on(name, digest):
+        run = Run.open(
+            tmp_path / name, {"table": "memorization", "identity": {"data_sha256": digest}}
+        )
+        run.save("memorization", "all", mem)
+        run.finish("memorization")
+
+    run_on("same", file_sha256(data))
+    made = generate([tmp_path / "same"], tmp_path / "f", ground_truth=gt, formats=["html"])
+    assert not isinstance(made["fig5-duplication"], str)
+    run_on("other", "0" * 64)
+    res = generate([tmp_path / "other"], tmp_path / "g", ground_truth=gt, formats=["html"])
+    assert res["fig5-duplication"].startswith("skipped: ground truth refused")
+    assert "000000000000" in res["fig5-duplication"]
+    assert (
+        not isinstance(res["fig1-short-circuit"], str) or "benchmarks" in res["fig1-short-circuit"]
+    )

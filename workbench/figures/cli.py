@@ -50,6 +50,7 @@ class Tables:
 
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
     sources: dict[str, list[Path]] = field(default_factory=dict)
+    data_sha256: dict[str, set[str]] = field(default_factory=dict)  # per table, of its runs
 
     def get(self, name: str) -> pd.DataFrame | None:
         return self.frames.get(name)
@@ -95,7 +96,10 @@ def load_tables(paths: Sequence[str | Path]) -> Tables:
         ):
             if not (run / f"{file}.parquet").exists():
                 continue
-            df, _ = read_run(run, file)
+            df, meta = read_run(run, file)
+            digest = meta.get("config", {}).get("identity", {}).get("data_sha256")
+            if digest and not (name == "memorization" and is_bounds):
+                out.data_sha256.setdefault(name, set()).add(digest)
             if df.empty:
                 log.warning("%s: table %s is empty", run, file)
             elif name == "memorization" and is_bounds:
@@ -129,6 +133,20 @@ def default_ground_truth() -> Path | None:
 
     path = getattr(registry, "DEFAULT_GROUND_TRUTH", None)
     return Path(path) if path is not None and Path(path).exists() else None
+
+
+def ground_truth_mismatch(tables: Tables, ground_truth: Path) -> str | None:
+    """Why the ground truth does not describe the memorization runs' data, or None. It describes
+    the ``.npy`` of the same name beside it (``memorized.csv`` → ``memorized.npy``); with no such
+    file only the sample ids are checked."""
+    from workbench.runs import file_sha256
+
+    scored = tables.data_sha256.get("memorization", set())
+    data = ground_truth.with_suffix(".npy")
+    if scored and data.is_file() and scored != {file_sha256(data)}:
+        runs = ", ".join(sorted(d[:12] for d in scored))
+        return f"the memorization runs scored data {runs}, {ground_truth} describes {data.name}"
+    return None
 
 
 def default_models(tables: Tables) -> list[str]:
@@ -206,7 +224,8 @@ def generate(
     tables = load_tables(runs)
     frames = dict(tables.frames)
     gt = Path(ground_truth) if ground_truth else default_ground_truth()
-    if gt is not None:
+    mismatch = ground_truth_mismatch(tables, gt) if gt is not None else None
+    if gt is not None and mismatch is None:
         frames["ground_truth"] = read_table(gt)
     model = main_model(tables, model)
     models = models or default_models(tables)
@@ -214,7 +233,12 @@ def generate(
     for spec in _specs(model, models):
         missing = [n for n in spec.needs if n not in frames]
         if missing:
-            why = "; ".join(f"no {n} table (made by: {MAKES[n]})" for n in missing)
+            why = "; ".join(
+                f"ground truth refused: {mismatch}"
+                if n == "ground_truth" and mismatch
+                else f"no {n} table (made by: {MAKES[n]})"
+                for n in missing
+            )
             log.warning("skipping %s: %s", spec.name, why)
             results[spec.name] = f"skipped: {why}"
             continue
