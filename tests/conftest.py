@@ -13,10 +13,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-if "WORKBENCH_CACHE" not in os.environ:  # the weight-norm cache of the bounds: never the user's
-    import tempfile
+if "WORKBENCH_BOUNDS_CACHE" not in os.environ:  # the bounds' weight norms: never the user's
+    import tempfile  # (the rest of the workbench cache, the fetched wheels, is shared)
 
-    os.environ["WORKBENCH_CACHE"] = tempfile.mkdtemp(prefix="workbench-cache-")
+    os.environ["WORKBENCH_BOUNDS_CACHE"] = tempfile.mkdtemp(prefix="workbench-bounds-")
 
 import pytest
 import torch

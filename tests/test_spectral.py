@@ -120,10 +120,10 @@ def test_weight_tier_is_finite_at_36_blocks(dtype):
 
 
 def test_weight_norms_are_cached_by_the_weights(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("WORKBENCH_BOUNDS_CACHE", str(tmp_path))
     model = _deep_model(2, torch.float64)
     first = bw.weight_norms(model)
-    files = list((tmp_path / "bounds").glob("*.pt"))
+    files = list(tmp_path.glob("*.pt"))
     assert len(files) == 1 and files[0].stem == bw.weights_key(model)
     calls = []
     monkeypatch.setattr(bw, "_block_norms", lambda block: calls.append(block) or {})

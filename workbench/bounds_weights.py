@@ -135,8 +135,11 @@ CACHE_VERSION = 1  # bump when the cached norms or how they are computed change
 
 
 def cache_dir() -> Path:
-    """The workbench cache: ``$WORKBENCH_CACHE``, else ``~/.cache/workbench``."""
-    return Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "workbench")
+    """Where the weight norms are cached: ``$WORKBENCH_BOUNDS_CACHE``, else ``bounds/`` in the
+    workbench cache (``$WORKBENCH_CACHE``, default ``~/.cache/workbench``)."""
+    from workbench.organism.sources import cache_root
+
+    return Path(os.environ.get("WORKBENCH_BOUNDS_CACHE") or cache_root() / "bounds")
 
 
 def weights_key(model: HookedTransformer) -> str:
@@ -192,7 +195,7 @@ def _o_us(w_o: Tensor) -> Tensor:
 
 def weight_norms(model: HookedTransformer, cache: bool = True) -> list[dict[str, Tensor]]:
     """Every block's norms, cached per model under :func:`cache_dir` keyed by the weights' hash."""
-    path = cache_dir() / "bounds" / f"{weights_key(model)}.pt" if cache else None
+    path = cache_dir() / f"{weights_key(model)}.pt" if cache else None
     if path is not None and path.is_file():
         try:
             return torch.load(path, weights_only=True)
