@@ -135,3 +135,13 @@ def test_weight_norms_are_cached_by_the_weights(tmp_path, monkeypatch):
     with torch.no_grad():
         model.blocks[1].mlp.W_in[0, 0] += 1e-9
     assert bw.weights_key(model) != key
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_entries_are_refused(bad):
+    a = torch.randn(3, 5, dtype=torch.float64)
+    a[1, 2] = bad
+    with pytest.raises(ArithmeticError, match="non-finite"):
+        spectral.spectral_norm(a)
+    with pytest.raises(ArithmeticError, match="non-finite"):
+        spectral.spectral_norm(torch.stack([torch.ones(3, 5, dtype=torch.float64), a]))

@@ -46,9 +46,8 @@ def gram(a: Float[Tensor, "*batch m n"]) -> Float[Tensor, "*batch k k"]:
 
         # row-major a is column-major x = aᵀ (no copy): a aᵀ = xᵀx (trans=1), aᵀa = x xᵀ (trans=0)
         x = np.ascontiguousarray(a.cpu().numpy()).T
-        g = dsyrk(1.0, x, trans=1 if wide else 0)
-        g = torch.from_numpy(np.triu(g) + np.triu(g, 1).T)
-        return g
+        g = torch.from_numpy(dsyrk(1.0, x, trans=1 if wide else 0))  # upper triangle
+        return g.triu() + g.triu(1).mT
     return a @ a.mT if wide else a.mT @ a
 
 
@@ -114,14 +113,14 @@ def certified_top_eigenvalue(g: Float[Tensor, "*batch k k"]) -> Float[Tensor, "*
 def spectral_norm(a: Float[Tensor, "*batch m n"]) -> Float[Tensor, " *batch"]:
     """A certified upper bound on ‖a‖₂ per trailing matrix, float64 (module docstring)."""
     a = a.detach().double()
-    if not torch.isfinite(a).all():
-        raise ArithmeticError("spectral_norm of a matrix with non-finite entries")
     m, n = a.shape[-2:]
     if min(m, n) == 0:
         return torch.zeros(a.shape[:-2], dtype=torch.float64, device=a.device)
     k, p = min(m, n), max(m, n)
     # exact rescaling by a power of two (per matrix): no underflow or overflow in the Gram
     top = a.abs().amax((-2, -1))
+    if not torch.isfinite(top).all():  # amax propagates NaN and keeps inf
+        raise ArithmeticError("spectral_norm of a matrix with non-finite entries")
     scale = torch.where(top > 0, torch.exp2(torch.round(torch.log2(top))), torch.ones_like(top))
     a = a / scale[..., None, None]
     g = gram(a).to(a.device)
