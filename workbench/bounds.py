@@ -159,7 +159,7 @@ def compute_bounds(
         units_for({model_name: blocks}, len(tokens), batch_size),
         job,
         run=run,
-        load=load or Loader(),
+        load=load,
         preloaded={(model_name, None): model},  # serial only (Ray tasks load their own)
         executor=executor,
         ray_address=ray_address,

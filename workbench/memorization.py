@@ -232,7 +232,7 @@ def sweep(
         tables=[TABLE],
         run=run,
         sort_by={TABLE: SORT},
-        load=load or Loader(),
+        load=load,
         preloaded={(name, None): model},  # serial only (Ray tasks load their own)
         executor=executor,
         ray_address=ray_address,

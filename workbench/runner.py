@@ -147,7 +147,7 @@ def run_units(
     tables: Sequence[str],
     run: Run | None = None,
     sort_by: dict[str, list[str]] | None = None,
-    load: Loader = Loader(),
+    load: Loader | None = None,
     preloaded: dict[tuple[str, int | None], Any] | None = None,
     executor: str = "serial",
     ray_address: str | None = None,
@@ -157,11 +157,13 @@ def run_units(
     """Run (or resume) ``units`` with ``job``; the merged ``tables`` (see the module doc).
 
     ``tables``: every table a unit may write, the first one written by every unit; ``sort_by``:
-    the sort within each (model, checkpoint), per table; ``preloaded``: models already loaded,
-    by (model, checkpoint) (serial only).
+    the sort within each (model, checkpoint), per table; ``load``: how units load their model
+    (default ``Loader()``); ``preloaded``: models already loaded, by (model, checkpoint) (serial
+    only).
     """
     from tqdm.auto import tqdm
 
+    load = load or Loader()
     units = list(dict.fromkeys(units))
     primary = tables[0]
     todo = [u for u in units if run is None or not run.has(primary, u.key)]

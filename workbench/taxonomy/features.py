@@ -192,7 +192,7 @@ def stream_features(
         FeatureJob(np.asarray(tokens), str(out_dir), tuple(poolings)),
         tables=[FEATURES],
         run=run,
-        load=load or Loader(),
+        load=load,
         preloaded={(name, None): model},  # serial only (Ray tasks load their own)
         executor=executor,
         ray_address=ray_address,
