@@ -64,12 +64,12 @@ def window_table(
     row of ``exclude`` (the windows of an earlier table)."""
     seq_len = corpus.rows.shape[1]
     every = window_starts(corpus.rows, stride)
-    _, first = np.unique(_windows(corpus.rows, every), axis=0, return_index=True)
-    starts = every[np.sort(first)]
+    windows = _windows(corpus.rows, every)
+    _, first = np.unique(windows, axis=0, return_index=True)
+    first = np.sort(first)
     if exclude is not None:
-        seen = np.isin(_row_keys(_windows(corpus.rows, starts)), _row_keys(exclude))
-        starts = starts[~seen]
-    tokens = _windows(corpus.rows, starts)
+        first = first[~np.isin(_row_keys(windows[first]), _row_keys(exclude))]
+    starts, tokens = every[first], windows[first]
     kinds = _windows(corpus.kinds, starts)
     docs = _windows(corpus.doc_ids, starts)
     counts = np.stack([np.bincount(k[k != EOS_KIND], minlength=len(KINDS)) for k in kinds])
