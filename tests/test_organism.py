@@ -169,6 +169,29 @@ def test_stream_holds_enough_recall_windows(memorized_windows):
     assert (~memorized_windows.guess).sum() >= 1300
 
 
+def test_taxonomy_set_is_balanced_kind_matched_and_drawn_from_the_census(memorized_windows):
+    """The shipped taxonomy set is what ``samples.taxonomy_set`` draws from ``windows.parquet``
+    today (not stale), 1,600 windows per class, the non-memorized ones in the kind mix of the
+    memorized ones, and greedy generation agrees with the classes on a random subset."""
+    from workbench.organism import samples
+
+    windows = pd.read_parquet(registry.WINDOWS_TABLE)
+    shipped = pd.read_csv(registry.TAXONOMY_GROUND_TRUTH)
+    tokens = np.load(registry.TAXONOMY_SET)
+    _, drawn = samples.taxonomy_set(windows, np.arange(len(windows))[:, None])
+    assert drawn["start"].tolist() == shipped["start"].tolist()
+    assert shipped.drawn_as.value_counts().to_dict() == {
+        c: samples.TAXONOMY_PER_CLASS for c in ("guess", "recall", "non-memorized")
+    }
+    assert len(np.unique(tokens, axis=0)) == len(tokens)
+    memorized = shipped[shipped.drawn_as != "non-memorized"].kind.value_counts(normalize=True)
+    control = shipped[shipped.drawn_as == "non-memorized"].kind.value_counts(normalize=True)
+    assert (memorized - control.reindex(memorized.index)).abs().max() < 1e-3
+    pick = np.random.default_rng(1).choice(len(tokens), 96, replace=False)
+    reproduced = greedy_suffix_matches(MAIN, tokens[pick])
+    assert (reproduced == (shipped.drawn_as.to_numpy()[pick] != "non-memorized")).all()
+
+
 @pytest.fixture(scope="module")
 def main_hf():
     return evaluate.load_hf(registry.EMBEDDED_MODELS[MAIN])

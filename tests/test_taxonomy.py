@@ -169,7 +169,9 @@ class Interrupted:
 
 def test_features_in_a_run_resume_to_the_uninterrupted_arrays(tiny_neox, tmp_path, monkeypatch):
     tokens = rng.integers(0, 96, (7, 64))
-    whole = attention_features(tiny_neox, tokens, batch_size=3, progress=False)  # one pass
+    # one pass, stored as the run stores them (half precision)
+    whole = attention_features(tiny_neox, tokens, batch_size=3, progress=False, dtype=np.float16)
+    assert whole["mean"].dtype == np.float16
     a = stream_features(tiny_neox, tokens, Run.open(tmp_path / "a", {"t": 1}), batch_size=3)
     for pooling in ("mean", "max"):
         np.testing.assert_array_equal(a[pooling], whole[pooling])  # bit for bit

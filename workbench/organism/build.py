@@ -8,8 +8,8 @@
 2. ``samples/windows.parquet``: every distinct 64-token window of the stream starting every 16
    tokens (``samples.py``), scored by the clean main member (exact match, teacher-forced token
    accuracy);
-3. ``samples/memorized.{npy,csv}``, ``samples/control.{npy,csv}`` and their concatenation
-   ``samples/taxonomy.{npy,csv}`` (the taxonomy needs memorized and non-memorized rows);
+3. ``samples/memorized.{npy,csv}``, ``samples/control.{npy,csv}`` (from the windows every 32
+   tokens) and ``samples/taxonomy.{npy,csv}`` (the taxonomy's balanced set, from the census);
 4. ``tasks/``: the local lm-evaluation-harness tasks (``tasks.py``);
 5. ``<member>/gates.json`` for every member present (``evaluate.measure_gates``).
 """
@@ -144,16 +144,7 @@ def build(
     table.to_parquet(samples_dir / "windows.parquet", index=False)
     aligned = table.aligned.to_numpy()
     chosen = samples.select(table[aligned].drop(columns="aligned"), tokens[aligned])
-    chosen["taxonomy"] = (
-        np.concatenate([chosen["memorized"][0], chosen["control"][0]]),
-        pd.concat(
-            [
-                chosen["memorized"][1].assign(set="memorized"),
-                chosen["control"][1].assign(set="control"),
-            ],
-            ignore_index=True,
-        ).assign(sample=lambda t: np.arange(len(t))),
-    )
+    chosen["taxonomy"] = samples.taxonomy_set(table, tokens)
     for name, (arr, sub) in chosen.items():
         np.save(samples_dir / f"{name}.npy", arr)
         sub.to_csv(samples_dir / f"{name}.csv", index=False)

@@ -14,7 +14,8 @@ ROUGE between prefix and suffix). ``build.score_windows`` adds the clean main me
 * ``memorized.npy``: windows with exact match 1.0, spread over kinds and duplication bins;
 * ``control.npy``: windows with exact match 0.0, the same number from each kind;
 
-both int64 ``[N, 64]`` (32-token prefix + 32-token suffix), with their rows of the table.
+both int64 ``[N, 64]`` (32-token prefix + 32-token suffix), with their rows of the table; and
+``taxonomy_set`` draws the taxonomy's balanced set from the whole census.
 """
 
 from __future__ import annotations
@@ -128,6 +129,41 @@ def select(
         sub.insert(0, "sample", np.arange(len(sub)))
         out[name] = (tokens[rows].astype(np.int64), sub)
     return out
+
+
+TAXONOMY_PER_CLASS = 1600  # >= 1,000 training + 300 test per class after a 0.3 split, with room
+
+
+def taxonomy_set(
+    table: pd.DataFrame, tokens: np.ndarray, per_class: int = TAXONOMY_PER_CLASS, seed: int = 0
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """The taxonomy's balanced set (Dentan et al. sample each class alike): ``per_class`` guess,
+    recall and non-memorized windows of the census, uniformly within a class, seeded. The
+    non-memorized windows follow the kind mix of the memorized ones drawn (a classifier must
+    tell memorized reasoning from unmemorized reasoning, not reasoning from code). The column
+    ``drawn_as`` names the class each window was drawn for."""
+    rng = np.random.default_rng(seed)
+    memorized = table.exact_match == 1.0
+    picked = {}
+    for name, pool in (("guess", memorized & table.guess), ("recall", memorized & ~table.guess)):
+        index = table.index[pool.to_numpy()]
+        if len(index) < per_class:
+            raise ValueError(f"the census has {len(index)} {name} windows, < {per_class}")
+        picked[name] = rng.choice(index, per_class, replace=False)
+    drawn = table.loc[np.concatenate(list(picked.values()))]
+    shares = drawn.kind.value_counts().sort_index()
+    quota = np.floor(shares / shares.sum() * per_class).astype(int)
+    quota.iloc[np.argsort(-shares.to_numpy())[: per_class - quota.sum()]] += 1  # largest first
+    control = []
+    for kind, k in quota.items():
+        pool = table.index[((table.exact_match == 0.0) & (table.kind == kind)).to_numpy()]
+        control.append(rng.choice(pool, k, replace=False))
+    picked["non-memorized"] = np.concatenate(control)
+    rows = np.concatenate(list(picked.values()))
+    sub = table.loc[rows].reset_index(drop=True)
+    sub.insert(0, "sample", np.arange(len(sub)))
+    sub["drawn_as"] = np.repeat(list(picked), [len(v) for v in picked.values()])
+    return tokens[table.index.get_indexer(rows)].astype(np.int64), sub
 
 
 def _round_robin(pool: pd.DataFrame, by: list[str], n: int, rng: np.random.Generator) -> list:

@@ -141,7 +141,7 @@ class FeatureJob:
     tokens: Int[np.ndarray, "n seq"]
     out_dir: str
     poolings: tuple[str, ...] = ("mean", "max")
-    dtype: str = "float32"
+    dtype: str = "float16"
 
     def __call__(self, model: HookedTransformer, unit: Unit) -> dict[str, pd.DataFrame]:
         rows = slice(unit.start, unit.stop)
@@ -175,21 +175,23 @@ def stream_features(
     ray_address: str | None = None,
     load: Loader | None = None,
     progress: bool = False,
+    dtype: str = "float16",
 ) -> dict[str, Float[np.ndarray, "n layer seq seq"]]:
     """:func:`attention_features` of every row into ``<run>/features/``, one unit of
     ``workbench.runner`` per batch (resumable; ``executor="ray"``: Ray tasks load
-    ``model_name`` with ``load`` and write their rows on the run's shared file system).
-    Returns read-only memory maps."""
+    ``model_name`` with ``load`` and write their rows on the run's shared file system), stored
+    in ``dtype`` (half precision by default: 8 KiB per layer and sample). Returns read-only
+    memory maps."""
     out_dir = (Path(run.path) / "features").resolve()
     n, seq = tokens.shape
     shape = (n, model.cfg.n_layers, seq, seq)
-    if _make_files(out_dir, poolings, shape, np.dtype(np.float32)):
+    if _make_files(out_dir, poolings, shape, np.dtype(dtype)):
         run.drop(FEATURES)  # parts of files that are gone: every row again
     name = model_name or model.cfg.model_name
     units = [Unit(name, None, (), a, b) for a, b in slices(n, batch_size)]
     run_units(
         units,
-        FeatureJob(np.asarray(tokens), str(out_dir), tuple(poolings)),
+        FeatureJob(np.asarray(tokens), str(out_dir), tuple(poolings), dtype),
         tables=[FEATURES],
         run=run,
         load=load,
