@@ -45,7 +45,8 @@ def test_transfer_scores_what_the_target_shares(same_signature):
     target = _member("b", y, layers=8, signal_layer=2 if same_signature else 6)
     config = cnn.TrainConfig(epochs=4, dropout=0.0)
     variant = cnn.CNNVariant(6, 10, "mean")
-    out = transfer(source, target, GUESS_RECALL, [_split(len(y))], variants=[variant], config=config)
+    split = [_split(len(y))]
+    out = transfer(source, target, GUESS_RECALL, split, variants=[variant], config=config)
     runs = out.drop_duplicates(["method", "trained_on", "split", "seed"]).set_index("trained_on")
     assert set(out["method"]) == {"majority", variant.name}
     assert out.loc[out.method == "majority", "min_f1"].eq(0).all()  # one class predicted

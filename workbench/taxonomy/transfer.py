@@ -46,7 +46,8 @@ def align_layers(
     out = np.empty((len(features), n_layers, *features.shape[2:]), dtype=features.dtype)
     for start in range(0, len(features), chunk):
         part = np.asarray(features[start : start + chunk], dtype=np.float32)
-        out[start : start + chunk] = part.reshape(len(part), n_layers, group, *part.shape[2:]).mean(2)
+        grouped = part.reshape(len(part), n_layers, group, *part.shape[2:])
+        out[start : start + chunk] = grouped.mean(2)
     return out
 
 
@@ -93,7 +94,7 @@ def transfer(
     *,
     variants: Sequence[cnn.CNNVariant] = cnn.VARIANTS,
     seeds: Sequence[int] = (0,),
-    config: cnn.TrainConfig = cnn.TrainConfig(),
+    config: cnn.TrainConfig | None = None,
 ) -> pd.DataFrame:
     """Per split × variant × seed × class: F1 on ``target``'s test part of a CNN trained on
     ``source`` (``trained_on`` = source) and of one trained on ``target`` itself, and the
@@ -104,6 +105,7 @@ def transfer(
             f"{source.name} and {target.name} labelled different sets "
             f"({len(source.labels)} and {len(target.labels)} rows)"
         )
+    config = config or cnn.TrainConfig()
     classes = labels.TAXONOMIES[taxonomy]
     k = len(classes)
     y = {"source": source.classes(taxonomy), "target": target.classes(taxonomy)}
@@ -127,9 +129,7 @@ def transfer(
                     ("target", target, target_x),
                 ):
                     train = train_idx[y[who][train_idx] >= 0]
-                    model = cnn.train_cnn(
-                        x, y[who], k, variant, train, seed=seed, config=config
-                    )
+                    model = cnn.train_cnn(x, y[who], k, variant, train, seed=seed, config=config)
                     y_pred = cnn.predict(model, target_x, test)
                     rows += _scored(
                         y_test, y_pred, k, classes, **base, method=variant.name,
