@@ -34,8 +34,11 @@ def execute(cfg: TaxonomyConfig) -> dict:
     out = sys.stdout
     out.write(f"run: {results['path']}\n")
     if "min_f1" in results:
-        out.write("min-F1 per variant (mean over seeds):\n")
-        out.write(results["min_f1"].to_string(index=False, float_format="{:.3f}".format) + "\n")
+        out.write("min-F1 per method (mean over splits, 95% interval):\n")
+        cols = ["taxonomy", "method", "baseline", "min_f1", "min_f1_low", "min_f1_high"]
+        cols += ["accuracy", "beats_baselines"]
+        table = results["min_f1"][cols]
+        out.write(table.to_string(index=False, float_format="{:.3f}".format) + "\n")
     drops = results["class_drop"]
     single = drops[drops["block"].notna()]
     if not single.empty:

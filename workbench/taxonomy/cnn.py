@@ -214,6 +214,23 @@ def min_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     return float(per_class_f1(confusion_matrix(y_true, y_pred, n_classes))["f1"].min())
 
 
+def _rows(m: np.ndarray, classes: Sequence[str], run: dict) -> tuple[list[dict], list[dict]]:
+    """Score rows (one per class) and confusion rows of one confusion matrix."""
+    stats = per_class_f1(m)
+    worst = float(stats["f1"].min())
+    accuracy = float(np.trace(m) / max(m.sum(), 1))
+    scores = [
+        {**run, "class": classes[c], **row.to_dict(), "min_f1": worst, "accuracy": accuracy}
+        for c, row in stats.iterrows()
+    ]
+    confusion = [
+        {**run, "true": classes[t], "predicted": classes[p], "count": int(m[t, p])}
+        for t in range(len(classes))
+        for p in range(len(classes))
+    ]
+    return scores, confusion
+
+
 def evaluate(
     features: dict[str, Float[np.ndarray, "n layer seq seq"]],
     labels: Int[np.ndarray, " n"],
@@ -221,73 +238,99 @@ def evaluate(
     *,
     variants: Sequence[CNNVariant] = VARIANTS,
     seeds: Sequence[int] = (0, 1, 2),
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     device: str | torch.device = "cpu",
+    splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    baselines: dict | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
-    """Train and score every variant × seed on one labelling (class indices into ``classes``;
-    -1 excludes a sample).
+    """Train and score every variant × split × seed on one labelling (class indices into
+    ``classes``; -1 excludes a sample), and every baseline (``workbench.taxonomy.baselines``:
+    name → fit) once per split.
 
-    Each seed draws its own stratified split and initialisation. Returns ``scores`` (one row per
-    variant × seed × class: precision, recall, F1, support, and the run's min-F1 and accuracy),
-    ``confusion`` (one row per variant × seed × true × predicted class) and the trained models
-    with their test indices (``[{"variant", "seed", "model", "test_idx"}]``) for localization.
+    Without ``splits``, each seed draws its own stratified split (split index = seed). Returns
+    ``scores`` (one row per method × split × seed × class: precision, recall, F1, support, the
+    run's min-F1 and accuracy; ``method`` is the variant's name or the baseline's, baselines
+    have seed -1), ``confusion`` (… × true × predicted class) and the trained CNNs with their
+    test indices (``[{"variant", "split", "seed", "model", "test_idx"}]``) for localization.
     """
+    config = config or TrainConfig()
     labels = np.asarray(labels)
     n_classes = len(classes)
+    if splits is None:
+        runs = [(s, *stratified_split(labels, config.test_fraction, s), s) for s in seeds]
+    else:
+        runs = [(i, tr, te, s) for i, (tr, te) in enumerate(splits) for s in seeds]
     score_rows, confusion_rows, trained = [], [], []
-    for seed in seeds:
-        train_idx, test_idx = stratified_split(labels, config.test_fraction, seed)
+
+    def add(m, run):
+        a, b = _rows(m, classes, run)
+        score_rows.extend(a)
+        confusion_rows.extend(b)
+
+    done_baselines = set()
+    for split, train_idx, test_idx, seed in runs:
+        sizes = {"n_train": len(train_idx), "n_test": len(test_idx)}
+        y_true = labels[test_idx]
+        if baselines and split not in done_baselines:
+            done_baselines.add(split)
+            for name, fit in baselines.items():
+                y_pred = fit(train_idx, labels[train_idx], test_idx)
+                run = {"method": name, "baseline": True, "split": split, "seed": -1, **sizes}
+                add(confusion_matrix(y_true, y_pred, n_classes), run)
         for variant in variants:
+            x = features[variant.pooling]
             model = train_cnn(
-                features[variant.pooling],
-                labels,
-                n_classes,
-                variant,
-                train_idx,
-                seed=seed,
-                config=config,
-                device=device,
+                x, labels, n_classes, variant, train_idx, seed=seed, config=config, device=device
             )
-            y_true, y_pred = labels[test_idx], predict(model, features[variant.pooling], test_idx)
-            m = confusion_matrix(y_true, y_pred, n_classes)
-            stats = per_class_f1(m)
-            run = {"variant": variant.name, **asdict(variant), "seed": seed}
-            worst = float(stats["f1"].min())
-            accuracy = float(np.trace(m) / max(m.sum(), 1))
-            for c, row in stats.iterrows():
-                score_rows.append(
-                    {
-                        **run,
-                        "class": classes[c],
-                        **row.to_dict(),
-                        "min_f1": worst,
-                        "accuracy": accuracy,
-                        "n_train": len(train_idx),
-                        "n_test": len(test_idx),
-                    }
-                )
-            for t in range(n_classes):
-                for p in range(n_classes):
-                    confusion_rows.append(
-                        {**run, "true": classes[t], "predicted": classes[p], "count": int(m[t, p])}
-                    )
-            trained.append({"variant": variant, "seed": seed, "model": model, "test_idx": test_idx})
-            log.info("%s seed %d: min-F1 %.3f, accuracy %.3f", variant.name, seed, worst, accuracy)
+            m = confusion_matrix(y_true, predict(model, x, test_idx), n_classes)
+            run = {"method": variant.name, "baseline": False, "variant": variant.name,
+                   **asdict(variant), "split": split, "seed": seed, **sizes}  # fmt: skip
+            add(m, run)
+            entry = {"variant": variant, "split": split, "seed": seed, "model": model}
+            trained.append({**entry, "test_idx": test_idx})
+            log.info("%s split %d seed %d: min-F1 %.3f", variant.name, split, seed,
+                     score_rows[-1]["min_f1"])  # fmt: skip
     return pd.DataFrame(score_rows), pd.DataFrame(confusion_rows), trained
 
 
+def t_interval(
+    values: np.ndarray, level: float = 0.95, bounds: tuple[float, float] = (0.0, 1.0)
+) -> tuple[float, float, float]:
+    """Mean and the Student-t interval of the mean of ``values``, clipped to ``bounds`` (the
+    range of a score; NaN for one value)."""
+    from math import sqrt
+
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, np.nan, np.nan
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / sqrt(len(values))
+    return mean, max(bounds[0], mean - half), min(bounds[1], mean + half)
+
+
 def summarize(scores: pd.DataFrame) -> pd.DataFrame:
-    """Min-F1 per variant: mean and spread over seeds, best variant first."""
-    runs = scores.drop_duplicates(["variant", "seed"])
-    out = (
-        runs.groupby("variant", as_index=False)
-        .agg(
-            min_f1=("min_f1", "mean"),
-            min_f1_std=("min_f1", "std"),
-            accuracy=("accuracy", "mean"),
-            seeds=("seed", "nunique"),
-        )
-        .sort_values("min_f1", ascending=False, kind="stable")
-        .reset_index(drop=True)
-    )
-    return out
+    """Per method: min-F1, accuracy and each class's F1 averaged over seeds within a split, then
+    the mean over splits with a 95% t-interval (the splits are the repeated units); best first.
+    ``beats_baselines``: a CNN whose min-F1 interval lies above every baseline's mean."""
+    if "method" not in scores:
+        scores = scores.assign(method=scores["variant"], split=scores["seed"], baseline=False)
+    per_split = scores.groupby(["method", "split"], sort=False)
+    runs = per_split[["min_f1", "accuracy"]].mean()
+    f1 = scores.groupby(["method", "split", "class"], sort=False)["f1"].mean().unstack("class")
+    rows = []
+    for method, g in runs.groupby(level="method", sort=False):
+        row = {"method": method, "splits": len(g)}
+        for col in ("min_f1", "accuracy"):
+            row[col], row[f"{col}_low"], row[f"{col}_high"] = t_interval(g[col].to_numpy())
+        for c in f1.columns:
+            values = f1.loc[method, c].dropna().to_numpy()
+            row[f"f1_{c}"], row[f"f1_{c}_low"], row[f"f1_{c}_high"] = t_interval(values)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    is_base = scores.drop_duplicates("method").set_index("method")["baseline"].astype(bool)
+    out.insert(1, "baseline", out["method"].map(is_base).to_numpy())
+    best_base = out.loc[out.baseline, "min_f1"].max() if out.baseline.any() else -np.inf
+    out["beats_baselines"] = ~out.baseline & (out["min_f1_low"] > best_base)
+    return out.sort_values("min_f1", ascending=False, kind="stable").reset_index(drop=True)

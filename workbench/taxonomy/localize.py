@@ -80,7 +80,8 @@ def localization_maps(
     *,
     batch_size: int = 16,
     held_out_only: bool = True,
-) -> tuple[Float[np.ndarray, "classes layer seq seq"], np.ndarray]:
+    return_per_model: bool = False,
+) -> tuple:
     """Mean localization map per class and layer over samples and CNNs.
 
     Args:
@@ -94,7 +95,8 @@ def localization_maps(
 
     Returns:
         ``maps[class, layer, query, key]`` and ``counts[class]`` (the number of CNNs that saw
-        the class; a class no CNN saw keeps a zero map).
+        the class; a class no CNN saw keeps a zero map); with ``return_per_model`` also each
+        CNN's mass per class and layer, ``[models, classes, layers]`` (for :func:`layer_peaks`).
     """
     labels = np.asarray(labels)
     n = len(labels)
@@ -131,6 +133,8 @@ def localization_maps(
     )
     n_models = seen.sum(0)
     maps = per_model.sum(0) / np.maximum(n_models, 1)[:, None, None, None]
+    if return_per_model:
+        return maps.astype(np.float32), n_models, per_model.sum((-2, -1))
     return maps.astype(np.float32), n_models
 
 
@@ -165,6 +169,48 @@ def layer_summary(
             for name, region in regions.items():
                 row[name] = float(m[region].sum() / mass) if mass > 0 else np.nan
             rows.append(row)
+    return pd.DataFrame(rows)
+
+
+PAPER_PEAKS = {"guess": (6, 36), "recall": (36, 36)}
+"""Dentan et al. on Pythia-12B: guess peaks near layer 6 of 36, recall at the last layer
+(1-based layer / layers)."""
+
+
+def layer_peaks(
+    per_model: Float[np.ndarray, "models classes layer"],
+    classes: Sequence[str],
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per class: the layer (0-based) where the CNNs' mean localization mass peaks, a 95%
+    percentile-bootstrap interval of that layer over resamples of the CNNs, the spread of the
+    single CNNs' peaks, and the paper's peak at the same relative depth."""
+    n_models, _, n_layers = per_model.shape
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n_models, (n_boot, n_models))
+    rows = []
+    for c, name in enumerate(classes):
+        mass = per_model[:, c]
+        if not mass.any():
+            continue
+        boot = mass[idx].mean(1).argmax(-1)
+        single = mass.argmax(-1)
+        row = {
+            "class": name,
+            "peak_layer": int(mass.mean(0).argmax()),
+            "peak_low": int(np.percentile(boot, 2.5)),
+            "peak_high": int(np.percentile(boot, 97.5)),
+            "cnn_peak_min": int(single.min()),
+            "cnn_peak_max": int(single.max()),
+            "cnns": n_models,
+            "layers": n_layers,
+        }
+        row["relative_depth"] = (row["peak_layer"] + 1) / n_layers
+        if name in PAPER_PEAKS:
+            layer, total = PAPER_PEAKS[name]
+            row["paper_relative_depth"] = layer / total
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -26,7 +26,7 @@ from workbench import cli
 from workbench.commands import TaxonomyConfig
 from workbench.errors import UserError
 from workbench.export import save
-from workbench.taxonomy import cnn, labels, localize, report, split_effects
+from workbench.taxonomy import baselines, cnn, labels, localize, report, split_effects, splits
 from workbench.taxonomy.features import head_patterns, stream_features
 
 log = logging.getLogger(__name__)
@@ -193,11 +193,19 @@ def run(cfg: TaxonomyConfig) -> dict:
     poolings = sorted({v.pooling for v in variants})
     feats = _features(cfg, model, tokens, run_, poolings)
     taxonomies = [t for t in cfg.taxonomies if t in table.columns]
+    groups = splits.sample_groups(tokens, truth, cfg.prefix_len) if truth is not None else None
+    clean = mem[mem["intervention"] == split_effects.CLEAN_LABEL].drop_duplicates("sample")
+    nll = clean.set_index("sample")["suffix_nll"].reindex(range(len(tokens))).to_numpy()
+    evidence = ((table["template"] != "none") | (table["rouge_l"] >= 0.5)
+                | (table["rouge_3"] >= 0.5)).to_numpy()  # fmt: skip
+    mass = baselines.attention_mass(feats[poolings[0]], cfg.prefix_len)
     for taxonomy in taxonomies:
         y, classes = _class_labels(table, taxonomy, cfg.min_class_size)
         if len(classes) < 2:
             log.warning("%s: fewer than two classes to tell apart; skipped", taxonomy)
             continue
+        parts = splits.grouped_splits(y, groups, cfg.splits, cfg.test_fraction)
+        run_.save("splits", taxonomy, _split_table(taxonomy, tokens, y, classes, parts))
         scores, confusion, trained = cnn.evaluate(
             feats,
             y,
@@ -205,32 +213,38 @@ def run(cfg: TaxonomyConfig) -> dict:
             variants=variants,
             seeds=range(cfg.seeds),
             config=cfg.train_config(),
+            splits=parts,
+            baselines=baselines.baselines(nll, evidence, mass, len(classes)),
         )
         for name, df in (("scores", scores), ("confusion", confusion)):
             df.insert(0, "taxonomy", taxonomy)
             run_.save(name, taxonomy, df)
         if cfg.localize:
-            maps, _ = localize.localization_maps(
+            maps, _, per_model = localize.localization_maps(
                 trained,
                 feats,
                 y,
                 len(classes),
                 lambda idx: head_patterns(model, _tensor(tokens[idx])),
+                return_per_model=True,
             )
             np.save(run_.path / f"localization_{taxonomy}.npy", maps)
             summary = localize.layer_summary(maps, classes, cfg.prefix_len)
             summary.insert(0, "taxonomy", taxonomy)
             run_.save("localization", taxonomy, summary)
+            peaks = localize.layer_peaks(per_model, classes)
+            peaks.insert(0, "taxonomy", taxonomy)
+            run_.save("peaks", taxonomy, peaks)
             title = f"Localization maps ({taxonomy}), {model_name}"
             fig = report.localization_figure(maps, classes, title, cfg.prefix_len)
             save(fig, run_.path, f"localization_{taxonomy}", formats=("html",))
-    for name in ("scores", "confusion", "localization"):
+    for name in ("splits", "scores", "confusion", "localization", "peaks"):
         results[name] = run_.finish(name)
     if not results["scores"].empty:
-        save(report.min_f1_figure(results["scores"]), run_.path, "min_f1", formats=("html",))
         results["min_f1"] = min_f1_summary(results["scores"])
         run_.save("min_f1", "all", results["min_f1"])
         run_.finish("min_f1")
+        save(report.min_f1_figure(results["min_f1"]), run_.path, "min_f1", formats=("html",))
     if not results["localization"].empty:
         fig = report.layer_share_figure(results["localization"])
         save(fig, run_.path, "localization_layers", formats=("html",))
@@ -241,8 +255,24 @@ def run(cfg: TaxonomyConfig) -> dict:
     return results
 
 
+def _split_table(taxonomy, tokens, y, classes, parts) -> pd.DataFrame:
+    """Per split and class: training and test sizes, and the fraction of test windows that share
+    a 32-token run with a training window (near-duplicates the groups do not catch)."""
+    rows = []
+    for i, (train, test) in enumerate(parts):
+        shared = splits.overlap_with_training(tokens, train, test)
+        for c, name in enumerate(classes):
+            rows.append({
+                "taxonomy": taxonomy, "split": i, "class": name,
+                "n_train": int((y[train] == c).sum()), "n_test": int((y[test] == c).sum()),
+                "test_sharing_32_tokens_with_train": float(shared[y[test] == c].mean()),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def min_f1_summary(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread over seeds of each variant's min-F1, per taxonomy, best first."""
+    """Per taxonomy and method (CNN variants and baselines): min-F1, accuracy and per-class F1
+    with 95% intervals over the splits, best first."""
     frames = []
     for taxonomy, g in scores.groupby("taxonomy", sort=False):
         s = cnn.summarize(g)

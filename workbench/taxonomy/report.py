@@ -83,27 +83,23 @@ def layer_share_figure(summary: pd.DataFrame, title: str = "Where each class's m
     return fig
 
 
-def min_f1_figure(scores: pd.DataFrame, title: str = "Min-F1 per CNN variant"):
-    """Min-F1 per variant (mean over seeds, points per seed), one colour per taxonomy."""
+def min_f1_figure(summary: pd.DataFrame, title: str = "Min-F1: CNN variants and baselines"):
+    """Min-F1 per method with its 95% interval over splits, one panel per taxonomy; baselines
+    grey."""
     import plotly.express as px
 
-    runs = scores.drop_duplicates(["taxonomy", "variant", "seed"])
-    fig = px.strip(
-        runs,
-        x="variant",
+    t = summary.assign(kind=np.where(summary["baseline"], "baseline", "CNN"))
+    fig = px.scatter(
+        t,
+        x="method",
         y="min_f1",
-        color="taxonomy",
+        color="kind",
+        facet_col="taxonomy",
+        error_y=t["min_f1_high"] - t["min_f1"],
+        error_y_minus=t["min_f1"] - t["min_f1_low"],
+        color_discrete_map={"baseline": "grey", "CNN": "crimson"},
+        hover_data=["accuracy", "splits"],
         title=title,
-        hover_data=["seed", "accuracy"],
     )
-    means = runs.groupby(["taxonomy", "variant"], as_index=False)["min_f1"].mean()
-    for taxonomy, g in means.groupby("taxonomy"):
-        fig.add_scatter(
-            x=g["variant"],
-            y=g["min_f1"],
-            mode="markers",
-            marker={"symbol": "line-ew-open", "size": 24},
-            name=f"{taxonomy} (mean)",
-        )
-    fig.update_yaxes(range=[0, 1], title_text="min per-class F1 (held out)")
+    fig.update_yaxes(range=[0, 1], title_text="min per-class F1 (held out, 95% interval)")
     return fig

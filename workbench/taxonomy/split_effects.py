@@ -48,8 +48,12 @@ def class_drop(
     memorization: pd.DataFrame,
     labels: pd.DataFrame,
     taxonomies: Sequence[str] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Exact match and its drop per intervention × taxonomy × class (a tidy table).
+    """Exact match and its drop per intervention × taxonomy × class (a tidy table), with
+    percentile-bootstrap 95% intervals of the drops (``n_boot`` resamples of the class's samples,
+    paired: each resampled sample brings its clean and its intervened verdict).
 
     Args:
         memorization: the engine's table (columns ``intervention``, ``blocks``, ``sample``,
@@ -59,7 +63,8 @@ def class_drop(
 
     Columns: taxonomy, class, intervention, blocks, block (the single block, NaN otherwise), n,
     exact_match, clean_exact_match, drop (clean − intervened), relative_drop (drop / clean),
-    token_accuracy, token_accuracy_drop.
+    token_accuracy, token_accuracy_drop, and ``drop_low`` / ``drop_high`` /
+    ``token_accuracy_drop_low`` / ``token_accuracy_drop_high``.
     """
     taxonomies = [t for t in (taxonomies or TAXONOMIES) if t in labels.columns]
     has_acc = "token_accuracy" in memorization.columns
@@ -89,6 +94,7 @@ def class_drop(
             agg["clean_exact_match"] > 0, agg["drop"] / agg["clean_exact_match"], np.nan
         )
         agg["token_accuracy_drop"] = agg["clean_token_accuracy"] - agg["token_accuracy"]
+        agg = agg.merge(_bootstrap(joined, n_boot, seed), on=["intervention", "class"])
         agg["block"] = agg["intervention"].astype(str).map(_block)  # a single whole block only
         agg.insert(0, "taxonomy", taxonomy)
         order = {c: i for i, c in enumerate(TAXONOMIES.get(taxonomy, ()))}
@@ -107,10 +113,34 @@ def class_drop(
         "relative_drop",
         "token_accuracy",
         "token_accuracy_drop",
+        "drop_low",
+        "drop_high",
+        "token_accuracy_drop_low",
+        "token_accuracy_drop_high",
     ]
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)[columns]
+
+
+def _bootstrap(joined: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    """Per intervention × class: the 2.5 and 97.5 percentiles of the mean paired drop over
+    bootstrap resamples of the samples."""
+    clean = joined[joined["intervention"] == CLEAN_LABEL].drop_duplicates("sample")
+    clean = clean.set_index("sample")[["exact_match", "token_accuracy"]]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (intervention, cls), g in joined.groupby(["intervention", "class"], sort=False):
+        row = {"intervention": intervention, "class": cls}
+        base = clean.loc[g["sample"]]
+        idx = rng.integers(0, len(g), (n_boot, len(g)))
+        for col, name in (("exact_match", "drop"), ("token_accuracy", "token_accuracy_drop")):
+            d = base[col].to_numpy(dtype=float) - g[col].to_numpy(dtype=float)
+            means = d[idx].mean(1)
+            low, high = np.percentile(means, [2.5, 97.5]) if np.isfinite(d).all() else (np.nan,) * 2
+            row[f"{name}_low"], row[f"{name}_high"] = low, high
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def drop_matrix(table: pd.DataFrame, taxonomy: str, value: str = "drop") -> pd.DataFrame:
@@ -136,8 +166,11 @@ def drop_figure(table: pd.DataFrame, value: str = "drop"):
         color="class",
         facet_col="taxonomy",
         markers=True,
+        error_y=t[f"{value}_high"] - t[value] if f"{value}_high" in t else None,
+        error_y_minus=t[value] - t[f"{value}_low"] if f"{value}_low" in t else None,
         hover_data=["n", "exact_match", "clean_exact_match", "token_accuracy"],
-        title="Memorization drop when one block's attention is short-circuited, by class",
+        title="Memorization drop when one block's attention is short-circuited, by class "
+        "(bootstrap 95% intervals)",
     )
     fig.update_yaxes(title_text=f"exact-match {value}" if value == "drop" else value)
     fig.update_xaxes(dtick=1, title_text="short-circuited block")
