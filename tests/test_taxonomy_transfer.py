@@ -46,7 +46,7 @@ def test_transfer_scores_what_the_target_shares(same_signature):
     config = cnn.TrainConfig(epochs=4, dropout=0.0)
     variant = cnn.CNNVariant(6, 10, "mean")
     split = [_split(len(y))]
-    out = transfer(source, target, GUESS_RECALL, split, variants=[variant], config=config)
+    out = transfer(source, [target], GUESS_RECALL, split, variants=[variant], config=config)
     runs = out.drop_duplicates(["method", "trained_on", "split", "seed"]).set_index("trained_on")
     assert set(out["method"]) == {"majority", variant.name}
     assert out.loc[out.method == "majority", "min_f1"].eq(0).all()  # one class predicted
@@ -65,4 +65,4 @@ def test_transfer_refuses_different_sets():
     a = _member("a", np.repeat(np.arange(3), 4), 2, 0)
     b = _member("b", np.repeat(np.arange(3), 5), 2, 0)
     with pytest.raises(UserError, match="different sets"):
-        transfer(a, b, GUESS_RECALL, [_split(12)])
+        transfer(a, [b], GUESS_RECALL, [_split(12)])

@@ -245,11 +245,29 @@ class TaskDataConfig(Runtime):
     )
 
 
+@dataclass
+class TransferConfig(Runtime):
+    """A taxonomy CNN trained on one member's run, scored on other members' runs of the same
+    windows (each labelled by its own model's verdicts)."""
+
+    source: str = option("", "taxonomy run trained on (with its features/)", required=True)
+    targets: list[str] = option([], "taxonomy runs scored on", nargs="+", required=True)
+    taxonomy: str = option(
+        "guess-recall", "taxonomy", choices=["guess-recall", "recite-reconstruct-recollect"]
+    )
+    variants: str = option("k6-c10-max", "CNN variants, e.g. k6-c10-mean,k8-c16-max")
+    splits: int = option(5, "repeated grouped stratified splits", type=cli.positive_int)
+    seeds: int = option(1, "CNN seeds per variant and split", type=cli.positive_int)
+    test_fraction: float = option(0.3, "held-out fraction", type=cli.fraction)
+    out: str | None = option(None, "output run (default: <source>/transfer)", runtime=True)
+
+
 COMMANDS: dict[str, tuple[type, str]] = {
     "workbench.memorization": (MemorizationConfig, "workbench.memorization"),
     "workbench.bounds": (BoundsConfig, "workbench.bounds"),
     "workbench.benchmarks": (BenchmarkConfig, "workbench.benchmarks"),
     "workbench.taxonomy": (TaxonomyConfig, "workbench.taxonomy.__main__"),
+    "workbench.taxonomy.transfer": (TransferConfig, "workbench.taxonomy.transfer"),
     "workbench.reproduce": (ReproduceConfig, "workbench.reproduce"),
     "workbench.figures": (FiguresConfig, "workbench.figures.cli"),
     "workbench.task_data": (TaskDataConfig, "workbench.task_data"),

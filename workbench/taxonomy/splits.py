@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 class _UnionFind:
     def __init__(self, n: int) -> None:
-        self.parent = np.arange(n)
+        self.parent = list(range(n))
 
     def find(self, i: int) -> int:
         root = i
@@ -34,14 +34,14 @@ class _UnionFind:
         return root
 
     def link(self, keys) -> None:
-        """Join every two rows with equal keys (``None`` joins nothing)."""
+        """Join every two rows that have a key in common (``keys[i]``: row ``i``'s key, or a
+        list of its keys)."""
         first: dict = {}
-        for i, key in enumerate(keys):
-            if key is None:
-                continue
-            j = first.setdefault(key, i)
-            if j != i:
-                self.parent[self.find(i)] = self.find(j)
+        for i, row_keys in enumerate(keys):
+            for key in row_keys if isinstance(row_keys, list) else [row_keys]:
+                j = first.setdefault(key, i)
+                if j != i:
+                    self.parent[self.find(i)] = self.find(j)
 
 
 def _runs(row: np.ndarray, n: int):
@@ -59,9 +59,7 @@ def sample_groups(
         uf.link(truth["stream_row"].tolist())
     if truth is not None and "kind" in truth:
         canary = truth["kind"].astype(str).str.startswith("canary").to_numpy()
-        for run in range(tokens.shape[1] - prefix_len + 1):
-            uf.link([r[run : run + prefix_len].tobytes() if c else None
-                     for r, c in zip(tokens, canary, strict=True)])  # fmt: skip
+        uf.link([_runs(r, prefix_len) if c else [] for r, c in zip(tokens, canary, strict=True)])
     roots = np.array([uf.find(i) for i in range(len(tokens))])
     _, first = np.unique(roots, return_index=True)
     return first[np.unique(roots, return_inverse=True)[1]]
@@ -99,7 +97,8 @@ def grouped_splits(
         test = kept[in_test[inverse]]
         train = kept[~in_test[inverse]]
         out.append((np.sort(train), np.sort(test)))
-        log.info("split %d: test fraction per class %s", split, np.round(have / counts.sum(0), 3))
+        share = np.round(have / np.maximum(counts.sum(0), 1), 3)
+        log.info("split %d: test fraction per class %s", split, share)
     return out
 
 

@@ -61,14 +61,12 @@ class Member:
 
     @classmethod
     def from_run(cls, path: str | Path, poolings: Sequence[str]) -> Member:
-        import json
-
         path = Path(path)
         if not (path / "labels.parquet").is_file():
             raise UserError(f"{path} is not a taxonomy run (no labels.parquet)")
         if not (path / "features").is_dir():
             raise UserError(f"{path} has no features/ (kept only until the run is tidied)")
-        name = json.loads((path / "config.json").read_text())["config"]["model"]
+        name = json_config(path)["model"]
         feats = {p: load_features(path / "features", p) for p in poolings}
         return cls(name, pd.read_parquet(path / "labels.parquet"), feats)
 
@@ -77,18 +75,12 @@ class Member:
 
 
 def _scored(y_true, y_pred, n_classes, classes, **run) -> list[dict]:
-    m = cnn.confusion_matrix(y_true, y_pred, n_classes)
-    stats = cnn.per_class_f1(m)
-    worst, accuracy = float(stats["f1"].min()), float(np.trace(m) / max(m.sum(), 1))
-    return [
-        {**run, "class": classes[c], **row.to_dict(), "min_f1": worst, "accuracy": accuracy}
-        for c, row in stats.iterrows()
-    ]
+    return cnn._rows(cnn.confusion_matrix(y_true, y_pred, n_classes), classes, run)[0]
 
 
 def transfer(
     source: Member,
-    target: Member,
+    targets: Sequence[Member],
     taxonomy: str,
     splits: Sequence[tuple[np.ndarray, np.ndarray]],
     *,
@@ -96,47 +88,122 @@ def transfer(
     seeds: Sequence[int] = (0,),
     config: cnn.TrainConfig | None = None,
 ) -> pd.DataFrame:
-    """Per split × variant × seed × class: F1 on ``target``'s test part of a CNN trained on
-    ``source`` (``trained_on`` = source) and of one trained on ``target`` itself, and the
-    target's majority class (``method`` = "majority"). The two members must have labelled the
-    same windows (the same number of rows, in the same order)."""
-    if len(source.labels) != len(target.labels):
-        raise UserError(
-            f"{source.name} and {target.name} labelled different sets "
-            f"({len(source.labels)} and {len(target.labels)} rows)"
-        )
+    """Per target × split × variant × seed × class: F1 on the target's test part of a CNN
+    trained on ``source`` (``trained_on`` = the source's name; trained once, scored on every
+    target) and of one trained on the target itself, and the target's majority class
+    (``method`` = "majority"). Every member must have labelled the same windows (the same
+    number of rows, in the same order)."""
+    for target in targets:
+        if len(source.labels) != len(target.labels):
+            raise UserError(
+                f"{source.name} and {target.name} labelled different sets "
+                f"({len(source.labels)} and {len(target.labels)} rows)"
+            )
     config = config or cnn.TrainConfig()
     classes = labels.TAXONOMIES[taxonomy]
     k = len(classes)
-    y = {"source": source.classes(taxonomy), "target": target.classes(taxonomy)}
-    width = {p: source.features[p].shape[1] for p in source.features}
-    aligned = {p: align_layers(f, width[p]) for p, f in target.features.items()}
+    y_source = source.classes(taxonomy)
+    width = {p: f.shape[1] for p, f in source.features.items()}
+    aligned = [{p: align_layers(f, width[p]) for p, f in t.features.items()} for t in targets]
     rows = []
+
+    def train(x, y, train_idx, variant, seed):
+        keep = train_idx[y[train_idx] >= 0]
+        return cnn.train_cnn(x, y, k, variant, keep, seed=seed, config=config)
+
     for split, (train_idx, test_idx) in enumerate(splits):
-        test = test_idx[y["target"][test_idx] >= 0]
-        y_test = y["target"][test]
-        base = {"taxonomy": taxonomy, "source": source.name, "target": target.name}
-        majority = np.bincount(y["target"][train_idx][y["target"][train_idx] >= 0]).argmax()
-        rows += _scored(
-            y_test, np.full(len(test), majority), k, classes,
-            **base, method="majority", trained_on=target.name, split=split, seed=-1,
-        )  # fmt: skip
         for variant in variants:
-            target_x = aligned[variant.pooling]
             for seed in seeds:
-                for who, member, x in (
-                    ("source", source, source.features[variant.pooling]),
-                    ("target", target, target_x),
-                ):
-                    train = train_idx[y[who][train_idx] >= 0]
-                    model = cnn.train_cnn(x, y[who], k, variant, train, seed=seed, config=config)
-                    y_pred = cnn.predict(model, target_x, test)
-                    rows += _scored(
-                        y_test, y_pred, k, classes, **base, method=variant.name,
-                        trained_on=member.name, split=split, seed=seed,
-                    )  # fmt: skip
-                    log.info(
-                        "%s → %s, %s split %d seed %d: min-F1 %.3f",
-                        member.name, target.name, variant.name, split, seed, rows[-1]["min_f1"],
-                    )  # fmt: skip
+                moved = train(source.features[variant.pooling], y_source, train_idx, variant, seed)
+                for target, x_target in zip(targets, aligned, strict=True):
+                    y = target.classes(taxonomy)
+                    test = test_idx[y[test_idx] >= 0]
+                    run = {"taxonomy": taxonomy, "source": source.name, "target": target.name,
+                           "method": variant.name, "split": split, "seed": seed}  # fmt: skip
+                    x = x_target[variant.pooling]
+                    own = train(x, y, train_idx, variant, seed)
+                    for who, model in ((source.name, moved), (target.name, own)):
+                        y_pred = cnn.predict(model, x, test)
+                        rows += _scored(y[test], y_pred, k, classes, **run, trained_on=who)
+                    log.info("%s → %s, %s split %d: min-F1 %.3f (own %.3f)", source.name,
+                             target.name, variant.name, split, rows[-k - 1]["min_f1"],
+                             rows[-1]["min_f1"])  # fmt: skip
+        for target in targets:
+            y = target.classes(taxonomy)
+            test = test_idx[y[test_idx] >= 0]
+            majority = np.bincount(y[train_idx][y[train_idx] >= 0]).argmax()
+            run = {"taxonomy": taxonomy, "source": source.name, "target": target.name,
+                   "method": "majority", "split": split, "seed": -1}  # fmt: skip
+            rows += _scored(y[test], np.full(len(test), majority), k, classes, **run,
+                            trained_on=target.name)  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Per target and (method, trained on): min-F1, accuracy and per-class F1 with 95%
+    intervals over the splits (``cnn.summarize``)."""
+    frames = []
+    for target, g in table.groupby("target", sort=False):
+        named = g.assign(
+            baseline=g["method"] == "majority",
+            method=g["method"] + " trained on " + g["trained_on"],
+        )
+        s = cnn.summarize(named)
+        s.insert(0, "target", target)
+        s.insert(0, "source", g["source"].iloc[0])
+        frames.append(s)
+    return pd.concat(frames, ignore_index=True)
+
+
+def run(cfg) -> dict:
+    """``python -m workbench.taxonomy.transfer``: the transfer table and its summary as a run."""
+    from workbench import cli
+    from workbench.data import load_samples
+    from workbench.runs import Run
+    from workbench.taxonomy.splits import grouped_splits, sample_groups
+
+    variants = [cnn.CNNVariant.parse(v.strip()) for v in cfg.variants.split(",") if v.strip()]
+    poolings = sorted({v.pooling for v in variants})
+    source = Member.from_run(cfg.source, poolings)
+    targets = [Member.from_run(t, poolings) for t in cfg.targets]
+    src_config = json_config(cfg.source)
+    tokens = load_samples(src_config["data"]).tokens
+    truth = source.labels.rename(columns=lambda c: c.removeprefix("gt_"))
+    groups = sample_groups(np.asarray(tokens), truth)
+    parts = grouped_splits(source.classes(cfg.taxonomy), groups, cfg.splits, cfg.test_fraction)
+    out = Path(cfg.out or Path(cfg.source) / "transfer")
+    record = {**cli.recorded(cfg), "models": [source.name] + [t.name for t in targets]}
+    run_ = Run.open(out, record, overwrite=cfg.overwrite)
+    table = transfer(source, targets, cfg.taxonomy, parts, variants=variants,
+                     seeds=range(cfg.seeds))  # fmt: skip
+    run_.save("transfer", "all", table)
+    run_.save("transfer_summary", "all", summarize(table))
+    return {"path": run_.path, **{n: run_.finish(n) for n in ("transfer", "transfer_summary")}}
+
+
+def json_config(path: str | Path) -> dict:
+    import json
+
+    return json.loads((Path(path) / "config.json").read_text())["config"]
+
+
+def execute(cfg) -> dict:
+    import sys
+
+    results = run(cfg)
+    cols = ["source", "target", "method", "min_f1", "min_f1_low", "min_f1_high", "accuracy"]
+    cols += [
+        c
+        for c in results["transfer_summary"].columns
+        if c.startswith("f1_") and not c.endswith(("_low", "_high"))
+    ]
+    sys.stdout.write(f"run: {results['path']}\n")
+    text = results["transfer_summary"][cols].to_string(index=False, float_format="{:.3f}".format)
+    sys.stdout.write(text + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    from workbench.cli import run_module
+
+    run_module("workbench.taxonomy.transfer")
