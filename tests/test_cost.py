@@ -23,13 +23,14 @@ MENU = [
 ]
 
 
-def brute_force(tokens, generated, prefix_len, n_layers) -> Floor:
+def brute_force(tokens, generated, prefix_len, n_layers, teacher_forced=False) -> Floor:
     """Enumerate every (block, what acts on blocks up to it, input prefix) over all samples."""
     blocks, logits = {}, set()
     for s, row in enumerate(tokens):
         for sc, gen in generated.items():
-            x = tuple(row[:prefix_len]) + tuple(gen[s][:-1])
-            for layer in range(n_layers + 1):
+            inputs = [tuple(row[:prefix_len]) + tuple(gen[s][:-1])]
+            inputs += [tuple(row[:-1])] if teacher_forced else []
+            for x, layer in ((x, layer) for x in inputs for layer in range(n_layers + 1)):
                 acted = frozenset((b, sc.heads, sc.kind) for b in sc.blocks if b <= layer)
                 acting = (sc.heads, sc.kind) if layer in sc.blocks else None
                 for p in range(len(x)):
@@ -47,15 +48,19 @@ def brute_force(tokens, generated, prefix_len, n_layers) -> Floor:
     st.lists(st.sampled_from(MENU), min_size=1, max_size=5, unique=True),
     st.integers(1, 4),
     st.integers(1, 5),
+    st.booleans(),
 )
-def test_floor_counts_distinct_layer_inputs(seed, interventions, prefix_len, suffix_len):
+def test_floor_counts_distinct_layer_inputs(seed, interventions, prefix_len, suffix_len, tf):
     rng = np.random.default_rng(seed)
     n = 3
     tokens = rng.integers(0, 2, (n, prefix_len + suffix_len))  # two token values: many ties
     generated = {sc: rng.integers(0, 2, (n, suffix_len)) for sc in interventions}
-    assert exact_floor(tokens, generated, prefix_len, 3) == brute_force(
-        tokens, generated, prefix_len, 3
-    )
+    floor = exact_floor(tokens, generated, prefix_len, 3, teacher_forced=tf)
+    assert floor == brute_force(tokens, generated, prefix_len, 3, tf)
+    if tf:  # the table's floor: the generation's and the teacher-forced inputs' together
+        assert (
+            floor.position_blocks >= exact_floor(tokens, generated, prefix_len, 3).position_blocks
+        )
 
 
 def test_floor_is_below_both_methods_and_equals_naive_when_nothing_is_shared(tiny_neox):
@@ -71,6 +76,8 @@ def test_floor_is_below_both_methods_and_equals_naive_when_nothing_is_shared(tin
     generated = {sc: results[sc].generated.numpy() for sc in ivs}
     floor = exact_floor(tokens.numpy(), generated, prefix_len, n_layers)
     assert floor.position_blocks <= engine.position_blocks
+    table = exact_floor(tokens.numpy(), generated, prefix_len, n_layers, teacher_forced=True)
+    assert floor.position_blocks < table.position_blocks <= engine.position_blocks
     assert floor.position_blocks < naive.position_blocks  # blocks below 1 and 2 are shared
     assert floor.logit_positions == len(ivs) * len(tokens) * suffix_len
 

@@ -4,65 +4,17 @@ KV-cached vs uncached greedy generation."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pytest
 import torch
+from hf_oracle import hf_identity_attention, hf_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_models import tiny_llama
-from transformers import AutoModelForCausalLM
-from transformers.models.gpt_neox import modeling_gpt_neox
 
 from workbench.interventions import CLEAN, ShortCircuit, parse_blocks, single_block_sweep
 
 GEN = torch.Generator().manual_seed(0)
 TOKENS = torch.randint(1, 96, (3, 24), generator=GEN)
-
-
-def hf_model(path):
-    return AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
-
-
-def identity_probs(q_len: int, k_len: int, like: torch.Tensor) -> torch.Tensor:
-    """Query i (absolute position k_len - q_len + i) attends to itself only."""
-    probs = torch.zeros(q_len, k_len, dtype=like.dtype)
-    probs[torch.arange(q_len), torch.arange(k_len - q_len, k_len)] = 1.0
-    return probs
-
-
-@contextmanager
-def hf_identity_attention(model, blocks):
-    """Re-create the original code's short-circuit: patch Hugging Face eager attention so that the
-    attention probabilities of the chosen blocks are the identity."""
-    if model.config.model_type == "gpt_neox":
-        original = modeling_gpt_neox.eager_attention_forward
-
-        def patched(module, query, key, value, attention_mask, scaling, dropout=0.0, **kw):
-            if module.layer_idx not in blocks:
-                return original(module, query, key, value, attention_mask, scaling, dropout, **kw)
-            probs = identity_probs(query.shape[-2], key.shape[-2], value)
-            return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
-
-        modeling_gpt_neox.eager_attention_forward = patched
-        try:
-            yield model
-        finally:
-            modeling_gpt_neox.eager_attention_forward = original
-    else:
-        patched_modules = [model.transformer.h[b].attn.attention for b in blocks]
-
-        def patched_attn(query, key, value, attention_mask=None):
-            probs = identity_probs(query.shape[-2], key.shape[-2], value)
-            return torch.matmul(probs, value), probs
-
-        for mod in patched_modules:
-            mod._attn = patched_attn
-        try:
-            yield model
-        finally:
-            for mod in patched_modules:
-                del mod._attn
 
 
 def hf_identity_attn_out(model, hidden: torch.Tensor, block: int) -> torch.Tensor:

@@ -20,6 +20,11 @@ argmax is needed. ``Floor.flops`` charges each position-block only the weight ma
 still needs (a block whose attention is short-circuited needs no W_Q or W_K; a zero-ablated one
 no attention weights at all); attention scores, norms, biases and non-linearities are left out,
 so the floor is low, never high.
+
+``teacher_forced=True`` is the floor of the memorization *table*: completion_entropy and
+suffix_nll need the teacher-forced distributions ``f(· | p, s_{<j})`` at every suffix position
+of every (intervention, sample), so the true inputs ``x[0..T−2]`` join each intervention's greedy
+inputs (they coincide up to the sample's divergence and are counted once there).
 """
 
 from __future__ import annotations
@@ -98,13 +103,18 @@ def exact_floor(
     generated: Mapping[ShortCircuit, Int[np.ndarray, "sample suffix"]],
     prefix_len: int,
     n_layers: int,
+    *,
+    teacher_forced: bool = False,
 ) -> Floor:
     """Distinct (block, what acts up to it, input prefix) triples over every (intervention,
-    sample) position; ``generated[sc]`` is each sample's exact greedy suffix under ``sc``."""
+    sample) position; ``generated[sc]`` is each sample's exact greedy suffix under ``sc``;
+    ``teacher_forced``: the true inputs too (the teacher-forced metrics)."""
     inputs = {
         sc: np.concatenate([tokens[:, :prefix_len], gen[:, :-1]], axis=1)
         for sc, gen in generated.items()
     }
+    if teacher_forced:
+        inputs = {sc: np.concatenate([x, tokens[:, :-1]]) for sc, x in inputs.items()}
     blocks: dict[tuple | None, int] = {}
     logits = 0
     for layer in range(n_layers + 1):  # n_layers: the unembedding

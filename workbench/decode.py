@@ -214,7 +214,8 @@ def evaluate_batch(
     extra = _kv_capture(range(n_layers), clean_kv, key_hook) if reuse else []
     if observer is not None and CLEAN in interventions:
         extra = extra + observer(CLEAN, batch_index)
-    clean_logits, resid = clean_pass(model, tokens, starts, extra_hooks=extra)
+    at = slice(prefix_len - 1, seq - 1)  # the positions predicting the suffix
+    clean_logits, resid = clean_pass(model, tokens, starts, extra_hooks=extra, positions=at)
     _count(cost, b, seq, n_layers)
 
     results: dict[ShortCircuit, BatchResult] = {}
@@ -232,9 +233,9 @@ def evaluate_batch(
             extra = _kv_capture(range(start, n_layers), kv, key_hook) if reuse else []
             if observer is not None:
                 extra = extra + observer(sc, batch_index)
-            logits = intervened_pass(model, tokens, sc, resid, extra_hooks=extra)
+            logits = intervened_pass(model, tokens, sc, resid, extra_hooks=extra, positions=at)
             _count(cost, b, seq, n_layers - start)
-        res, argmax = _teacher_forced(logits[:, prefix_len - 1 : seq - 1], suffix)
+        res, argmax = _teacher_forced(logits, suffix)
         results[sc] = res
         if decode:
             generated = torch.where(

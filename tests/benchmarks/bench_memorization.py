@@ -1,4 +1,5 @@
-"""Time a full per-block sweep: the workbench engine against the original naive method.
+"""Time a full per-block sweep: the workbench engine against naive generation and the original
+method.
 
 Run by hand (not collected by pytest):
 
@@ -6,16 +7,23 @@ Run by hand (not collected by pytest):
     python tests/benchmarks/bench_memorization.py --proxy         # a random 6-block GPT-NeoX
     python tests/benchmarks/bench_memorization.py --n 256 --batch-size 64 --threads 1
 
-Both methods evaluate the same configurations (the clean model and every block short-circuited
-alone) on the same samples, in the same process:
+The three methods evaluate the same configurations (the clean model and every block
+short-circuited alone) on the same samples, in the same process, in alternating rounds:
 
-- naive (the original code): for each configuration and each batch, greedy generation of the
+- naive: for each configuration and each batch, TransformerLens greedy generation of the
   32-token suffix with a KV cache (prefill the prefix, then one step per token), hooks on;
+- original (the authors' method, re-created on the Hugging Face model of a checkpoint
+  directory): eager attention whose probabilities are forced to the identity in the
+  short-circuited block (``tests/hf_oracle.py``, the oracle of the intervention tests),
+  ``generate`` with its KV cache and ``min_new_tokens = max_new_tokens = S``, and the extra full
+  forward per batch that fed their entropy (here: completion entropy, checked against ours).
+  ``min_new_tokens`` bans EOS, so its suffixes equal greedy ones up to the first EOS greedy
+  picks (checked: every difference starts there);
 - engine: ``workbench.memorization.sweep`` (teacher-forced passes sharing the clean residual
   stream, pooled KV-cached decoding of the diverging samples only).
 
 It checks that the generated suffixes, exact_match and token_accuracy are identical for every
-(configuration, sample), then prints wall-clock times, their ratio and the cost of each method in
+(configuration, sample), then prints wall-clock times, their ratios and the cost of each method in
 forward-pass equivalents (one FPE = every sample's T positions through all L blocks once) and in
 sequential forward calls. Timings alternate between the methods over ``--repeats`` rounds and the
 median is reported (the machine is shared).
@@ -83,6 +91,52 @@ def run_naive(model, tokens, interventions, prefix_len, batch_size, cost):
     return out
 
 
+def run_original(hf, tokens, interventions, prefix_len, batch_size, cost, n_layers):
+    """The original method on the Hugging Face model: identity attention, ``generate``, then a
+    full forward per batch for the entropy. Returns the suffixes and completion entropies."""
+    from tests.hf_oracle import hf_identity_attention
+    from workbench import metrics
+
+    suffix_len = tokens.shape[1] - prefix_len
+    out, entropy = {}, {}
+    for sc in interventions:
+        gens, ents = [], []
+        for first in range(0, len(tokens), batch_size):
+            batch = torch.from_numpy(tokens[first : first + batch_size])
+            prefix = batch[:, :prefix_len]
+            with torch.inference_mode(), hf_identity_attention(hf, sc.blocks):
+                gen = hf.generate(
+                    prefix,
+                    attention_mask=torch.ones_like(prefix),
+                    max_new_tokens=suffix_len,
+                    min_new_tokens=suffix_len,
+                    do_sample=False,
+                    use_cache=True,
+                    pad_token_id=hf.config.pad_token_id or 0,
+                )
+                logits = hf(batch).logits[:, prefix_len - 1 : -1]
+            gens.append(gen[:, prefix_len:])
+            ents.append(metrics.completion_entropy(metrics.log_probs(logits)))
+            b = len(batch)  # prefill, S - 1 cached steps, the full forward
+            cost.add(b, prefix_len, n_layers)
+            for _ in range(suffix_len - 1):
+                cost.add(b, 1, n_layers)
+            cost.add(b, tokens.shape[1], n_layers)
+        out[sc.label] = torch.cat(gens).numpy()
+        entropy[sc.label] = torch.cat(ents).numpy()
+    return out, entropy
+
+
+def hf_checkpoint(name: str | None):
+    """The Hugging Face model of a checkpoint directory (an organism member or a path)."""
+    from transformers import AutoModelForCausalLM
+
+    from workbench.organism import registry
+
+    path = registry.EMBEDDED_MODELS.get(name or registry.DEFAULT_MODEL) or Path(name)
+    return AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="default: the organism's main member")
@@ -142,34 +196,43 @@ def main(argv=None) -> None:
         f"batch {args.batch_size}; {args.threads} thread(s)"
     )
 
-    t_naive, t_fast, cpu_naive, cpu_fast = [], [], [], []
-    for _ in range(args.repeats):
-        c_naive, c_fast = Cost(), Cost()
-        t0, p0 = time.perf_counter(), time.process_time()
-        naive = run_naive(model, tokens, ivs, args.prefix_len, args.batch_size, c_naive)
-        t_naive.append(time.perf_counter() - t0)
-        cpu_naive.append(time.process_time() - p0)
-        t0, p0 = time.perf_counter(), time.process_time()
-        df = sweep(
-            model,
-            tokens,
-            ivs,
-            prefix_len=args.prefix_len,
-            batch_size=args.batch_size,
-            progress=False,
-            cost=c_fast,
-            chunk_rows=args.chunk_rows,
-            lean=False if args.tl_decode else None,
-        )
-        t_fast.append(time.perf_counter() - t0)
-        cpu_fast.append(time.process_time() - p0)
+    hf = None if args.proxy else hf_checkpoint(args.model)
+    methods = ["naive", "original", "engine"] if hf is not None else ["naive", "engine"]
+    wall = {m: [] for m in methods}
+    cpu = {m: [] for m in methods}
+    for r in range(args.repeats):
+        costs = {m: Cost() for m in methods}
+        for method in methods if r % 2 == 0 else methods[::-1]:  # alternating rounds
+            t0, p0 = time.perf_counter(), time.process_time()
+            if method == "naive":
+                naive = run_naive(
+                    model, tokens, ivs, args.prefix_len, args.batch_size, costs[method]
+                )
+            elif method == "original":
+                original, hf_entropy = run_original(
+                    hf, tokens, ivs, args.prefix_len, args.batch_size, costs[method], n_layers
+                )
+            else:
+                df = sweep(
+                    model,
+                    tokens,
+                    ivs,
+                    prefix_len=args.prefix_len,
+                    batch_size=args.batch_size,
+                    progress=False,
+                    cost=costs[method],
+                    chunk_rows=args.chunk_rows,
+                    lean=False if args.tl_decode else None,
+                )
+            wall[method].append(time.perf_counter() - t0)
+            cpu[method].append(time.process_time() - p0)
         print(
-            f"  round: naive {t_naive[-1]:.2f} s ({cpu_naive[-1]:.2f} s CPU), "
-            f"engine {t_fast[-1]:.2f} s ({cpu_fast[-1]:.2f} s CPU)"
+            "  round: "
+            + ", ".join(f"{m} {wall[m][-1]:.2f} s ({cpu[m][-1]:.2f} s CPU)" for m in methods)
         )
 
     suffix = tokens[:, args.prefix_len :]
-    mismatches = 0
+    mismatches, entropy_gap, eos_rows = 0, 0.0, 0
     for sc in ivs:
         rows = df[df.intervention == sc.label].sort_values("sample")
         gen = np.stack(rows["generated"].to_list())
@@ -177,6 +240,14 @@ def main(argv=None) -> None:
         mismatches += int((gen != ref).any(1).sum())
         assert (rows["exact_match"].to_numpy() == (ref == suffix).all(1)).all(), sc.label
         assert (rows["token_accuracy"].to_numpy() == (ref == suffix).mean(1)).all(), sc.label
+        if hf is not None:  # min_new_tokens bans EOS: the original differs where greedy picks it
+            differ = original[sc.label] != ref
+            rows_differ = differ.any(1)
+            at = ref[rows_differ, differ.argmax(1)[rows_differ]]
+            assert (at == hf.config.eos_token_id).all(), sc.label
+            eos_rows += int(rows_differ.sum())
+            gap = np.abs(rows["completion_entropy"].to_numpy() - hf_entropy[sc.label]).max()
+            entropy_gap = max(entropy_gap, float(gap))
     table = df.groupby("order").agg(
         intervention=("intervention", "first"),
         exact_match=("exact_match", "mean"),
@@ -184,22 +255,24 @@ def main(argv=None) -> None:
         min_margin=("tf_margin", "min"),
     )
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
-    print(f"identical generated suffixes: {mismatches == 0} ({mismatches} samples differ)")
-    tn, tf = statistics.median(t_naive), statistics.median(t_fast)
-    cn, cf = statistics.median(cpu_naive), statistics.median(cpu_fast)
-    fpe_n = c_naive.forward_equivalents(n, seq, n_layers)
-    fpe_f = c_fast.forward_equivalents(n, seq, n_layers)
-    for label, t, c, cost in (("naive ", tn, cn, c_naive), ("engine", tf, cf, c_fast)):
-        fpe = cost.forward_equivalents(n, seq, n_layers)
-        print(
-            f"{label}: {t:7.2f} s wall, {c:7.2f} s CPU, {fpe:6.2f} forward-pass equivalents, "
-            f"{cost.calls:6d} forward calls"
-        )
     print(
-        f"speed-up (medians): wall {tn / tf:.2f}x, CPU {cn / cf:.2f}x; forward-pass equivalents "
-        f"{fpe_n / fpe_f:.2f}x; forward calls {c_naive.calls / c_fast.calls:.1f}x"
+        f"identical generated suffixes, engine and naive: {mismatches == 0} ({mismatches} differ)"
+        f"; original: identical up to the first EOS greedy picks, which min_new_tokens bans "
+        f"({eos_rows} rows); completion entropy, engine vs original: max |diff| {entropy_gap:.1e}"
     )
-    print_floor(model, tokens, df, ivs, args.prefix_len, c_naive, cn)
+    med = {m: (statistics.median(wall[m]), statistics.median(cpu[m])) for m in methods}
+    print("| method | wall | CPU | FPE | forward calls | engine faster (wall / CPU / FPE) |")
+    print("|---|---|---|---|---|---|")
+    fpe = {m: costs[m].forward_equivalents(n, seq, n_layers) for m in methods}
+    for m in methods:
+        (w, c), (we, ce) = med[m], med["engine"]
+        print(
+            f"| {m} | {w:.2f} s | {c:.2f} s | {fpe[m]:.2f} | {costs[m].calls} | "
+            f"{w / we:.2f}x / {c / ce:.2f}x / {fpe[m] / fpe['engine']:.2f}x |"
+        )
+    print_floor(
+        model, tokens, df, ivs, args.prefix_len, costs["naive"], med["naive"][1], fpe["engine"]
+    )
 
 
 def matmul_peak(model, repeats: int = 10) -> float:
@@ -218,7 +291,7 @@ def matmul_peak(model, repeats: int = 10) -> float:
     return best
 
 
-def print_floor(model, tokens, df, ivs, prefix_len, c_naive, naive_cpu) -> None:
+def print_floor(model, tokens, df, ivs, prefix_len, c_naive, naive_cpu, engine_fpe) -> None:
     """The least work any exact method needs on these samples (``workbench.cost``)."""
     n, seq = tokens.shape
     n_layers = model.cfg.n_layers
@@ -228,6 +301,13 @@ def print_floor(model, tokens, df, ivs, prefix_len, c_naive, naive_cpu) -> None:
         generated[sc] = np.stack(rows["generated"].to_list())
     floor = exact_floor(tokens, generated, prefix_len, n_layers)
     fpe = floor.position_blocks / (n * seq * n_layers)
+    table = exact_floor(tokens, generated, prefix_len, n_layers, teacher_forced=True)
+    table_fpe = table.position_blocks / (n * seq * n_layers)
+    print(
+        f"engine / floor: {engine_fpe / fpe:.2f}x the generation's floor ({fpe:.2f} FPE), "
+        f"{engine_fpe / table_fpe:.2f}x the table's ({table_fpe:.2f} FPE: with the teacher-forced "
+        "distributions that completion_entropy and suffix_nll need at every suffix position)"
+    )
     peak = matmul_peak(model)
     floor_s = floor.flops(model) / peak
     print(
