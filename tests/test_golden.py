@@ -31,7 +31,16 @@ def _same(new: pd.DataFrame, old: pd.DataFrame) -> None:
             None if g is None else list(g) for g in old.pop("generated")
         ]
     assert new.dtypes.equals(old.dtypes)
-    assert new.equals(old)  # exact: NaN where NaN, every float to the bit
+    floats = [c for c in old.columns if pd.api.types.is_float_dtype(old[c])]
+    assert new.drop(columns=floats).equals(old.drop(columns=floats))  # exact
+    for c in floats:  # NaN where NaN; the last bits of float32 BLAS sums depend on the CPU
+        np.testing.assert_allclose(new[c], old[c], rtol=FLOAT_RTOL, atol=FLOAT_ATOL, err_msg=c)
+
+
+FLOAT_RTOL, FLOAT_ATOL = 1e-6, 1e-5  # atol: differences of logits (margins) cancel
+"""Bit-identical on the machine that wrote them; on another CPU the BLAS kernels sum in another
+order (measured on an AMD EPYC: up to 2.4e-7 absolute on logit margins, 1e-7 relative
+elsewhere), so floats are held to a few float32 ulps of the logits."""
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

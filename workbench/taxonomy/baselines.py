@@ -95,18 +95,18 @@ def attention_logreg(x: Float[np.ndarray, "n features"]) -> Fit:
 
 
 def baselines(
-    nll: Float[np.ndarray, " n"],
+    nll: Float[np.ndarray, " n"] | None,
     evidence: Bool[np.ndarray, " n"],
     mass: Float[np.ndarray, "n features"],
     n_classes: int,
 ) -> dict[str, Fit]:
-    """The four baselines, by the name the tables give them."""
-    return {
-        "majority": majority(),
-        "suffix-nll": suffix_nll(np.asarray(nll, dtype=float), n_classes),
-        "rouge-rule": rouge_rule(np.asarray(evidence, dtype=bool), n_classes),
-        "attention-mass": attention_logreg(mass),
-    }
+    """The four baselines, by the name the tables give them (no suffix-NLL one without NLLs)."""
+    fits = {"majority": majority()}
+    if nll is not None:
+        fits["suffix-nll"] = suffix_nll(np.asarray(nll, dtype=float), n_classes)
+    fits["rouge-rule"] = rouge_rule(np.asarray(evidence, dtype=bool), n_classes)
+    fits["attention-mass"] = attention_logreg(mass)
+    return fits
 
 
 def predict_all(fits: dict[str, Fit], y: Int[np.ndarray, " n"], train, test) -> dict:

@@ -195,7 +195,11 @@ def run(cfg: TaxonomyConfig) -> dict:
     taxonomies = [t for t in cfg.taxonomies if t in table.columns]
     groups = splits.sample_groups(tokens, truth, cfg.prefix_len) if truth is not None else None
     clean = mem[mem["intervention"] == split_effects.CLEAN_LABEL].drop_duplicates("sample")
-    nll = clean.set_index("sample")["suffix_nll"].reindex(range(len(tokens))).to_numpy()
+    nll = None  # the suffix-NLL baseline needs the engine's suffix_nll column
+    if "suffix_nll" in clean:
+        nll = clean.set_index("sample")["suffix_nll"].reindex(range(len(tokens))).to_numpy()
+    else:
+        log.warning("the verdicts have no suffix_nll: the suffix-NLL baseline is left out")
     evidence = ((table["template"] != "none") | (table["rouge_l"] >= 0.5)
                 | (table["rouge_3"] >= 0.5)).to_numpy()  # fmt: skip
     mass = baselines.attention_mass(feats[poolings[0]], cfg.prefix_len)
