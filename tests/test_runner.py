@@ -383,7 +383,7 @@ def test_ray_features_of_the_taxonomy_equal_serial(ray_cluster, tiny_neox_dir, t
     on_ray = stream_features(
         tiny_neox, tokens, Run.open(tmp_path / "ray", {"t": 1}), executor="ray", **kw
     )
-    whole = attention_features(tiny_neox, tokens, batch_size=3, progress=False, dtype="float16")
+    whole = attention_features(tiny_neox, tokens, batch_size=3, progress=False, dtype=np.float16)
     for pooling in ("mean", "max"):
         np.testing.assert_array_equal(on_ray[pooling], whole[pooling])
 
