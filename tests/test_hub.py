@@ -214,7 +214,8 @@ def test_taxonomy_by_name(hub, tmp_path):
     from workbench.taxonomy.labels import GUESS_RECALL
 
     argv = ["--model", "pythia-160m", "--data", "hf:duped.160m", "--variants", "k6-c10-mean"]
-    argv += ["--seeds", "1", "--epochs", "1", "--blocks", "0", "--min-class-size", "1"]
+    argv += ["--seeds", "1", "--splits", "2", "--epochs", "1", "--blocks", "0"]
+    argv += ["--min-class-size", "1"]
     results = main([*argv, "--no-localize", "--no-progress", "--out", str(tmp_path)])
     verdicts = results["labels"][GUESS_RECALL]
     assert (verdicts == "non-memorized").tolist() == [False] * MEMORIZED + [True] * 3

@@ -355,7 +355,7 @@ def test_cli_on_a_tiny_model_with_hand_made_verdicts(tiny_neox_dir, tmp_path):
     out = tmp_path / "run"
     argv = (
         f"--model {tiny_neox_dir} --data {data} --ground-truth {gt} --memorization {mem} "
-        f"--variants k6-c10-mean --seeds 1 --epochs 1 --min-class-size 3 --out {out} "
+        f"--variants k6-c10-mean --seeds 1 --splits 2 --epochs 1 --min-class-size 3 --out {out} "
         "--no-progress --device cpu"
     ).split()  # paths under pytest's tmp_path hold no spaces
     results = main(argv)
@@ -381,8 +381,8 @@ def test_cli_runs_the_memorization_engine_itself(tiny_neox_dir, tmp_path):
     data = tmp_path / "set.npy"
     np.save(data, rng.integers(1, 96, (4, 64)))
     out = tmp_path / "run"
-    argv = f"--model {tiny_neox_dir} --data {data} --variants k6-c10-mean --seeds 1 --blocks 0,2"
-    argv += " --decode"
+    argv = f"--model {tiny_neox_dir} --data {data} --variants k6-c10-mean --seeds 1 --splits 2"
+    argv += " --blocks 0,2 --decode"
     results = main([*argv.split(), "--out", str(out), "--no-progress", "--no-localize"])
     assert (out / "memorization.parquet").exists()
     assert set(results["class_drop"]["intervention"]) == {"none", "identity:0", "identity:2"}
