@@ -36,8 +36,10 @@ lint: setup
 	$(BIN)/ruff check workbench tests
 	$(BIN)/ruff format --check workbench tests
 
+# Two workers, a test file each at a time (files share costly module fixtures); -n 0 for one.
+PYTEST_WORKERS ?= 2
 test: setup lint sources
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -63,3 +63,28 @@ def test_metric_relations(a, b):
         m = int(lm[row])
         assert torch.equal(gen[row, :m], suffix[row, :m])
         assert m == suffix.shape[1] or gen[row, m] != suffix[row, m]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    batch=st.integers(1, 9),
+    vocab=st.sampled_from([5, 4096, 50304]),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16]),
+    seed=st.integers(0, 2**16),
+)
+def test_the_engines_pieces_are_the_whole_batch_formulas(batch, vocab, dtype, seed):
+    """The engine computes its teacher-forced metrics a few rows at a time (to stay in cache):
+    bit for bit what the formulas give on the whole batch, ties and near-ties included."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(batch, 6, vocab, generator=gen) * 4).round().to(dtype)  # many ties
+    suffix = torch.randint(0, vocab, (batch, 6), generator=gen)
+    suffix[::2] = logits[::2].argmax(-1)  # some rows match, up to a planted mismatch
+    k_, entropy, nll, margin, argmax = metrics.teacher_forced(logits, suffix)
+    lp = metrics.log_probs(logits)
+    k = metrics.first_mismatch(logits.argmax(-1), suffix)
+    top2 = logits.float().topk(2, dim=-1).values
+    gap = torch.where(torch.arange(6) <= k[:, None], top2[..., 0] - top2[..., 1], torch.inf)
+    assert torch.equal(argmax, logits.argmax(-1)) and torch.equal(k_, k)
+    assert torch.equal(entropy, metrics.completion_entropy(lp))
+    assert torch.equal(nll, metrics.suffix_nll(lp, suffix))
+    assert torch.equal(margin, gap.min(-1).values)

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, field, fields
 from typing import Any, TypeVar
@@ -335,9 +336,16 @@ def main(cls: type[C], work: Callable[[C], Any], argv: Sequence[str] | None, pro
     return guard(cfg, lambda: work(cfg))
 
 
+STARTED: float | None = None
+"""``time.perf_counter()`` when ``run_module`` began (None when a command runs through ``main``):
+what a command's start-up cost before its own code ran."""
+
+
 def run_module(name: str) -> None:
     """The ``__main__`` path of command ``name``: parse (``--help`` answers here, before any
     heavy import), then import the command's module and run it; exits with its status."""
+    global STARTED
+    STARTED = time.perf_counter()
     from workbench.commands import COMMANDS
 
     cls, module = COMMANDS[name]

@@ -273,18 +273,12 @@ def _cached_keys_hook(model: HookedTransformer, lean: bool) -> str | None:
 def _teacher_forced(
     logits: Float[Tensor, "batch suffix vocab"], suffix: Int[Tensor, "batch suffix"]
 ) -> tuple[BatchResult, Int[Tensor, "batch suffix"]]:
-    argmax = logits.argmax(-1)
-    lp = metrics.log_probs(logits)
-    k = metrics.first_mismatch(argmax, suffix)
-    top2 = logits.float().topk(2, dim=-1).values
-    gap = top2[..., 0] - top2[..., 1]
-    matched = torch.arange(suffix.shape[1], device=suffix.device) <= k[:, None]
-    margin = torch.where(matched, gap, torch.full_like(gap, float("inf"))).min(-1).values
+    k, entropy, nll, margin, argmax = metrics.teacher_forced(logits, suffix)
     res = BatchResult(
         generated=None,
         first_mismatch=k.cpu(),
-        completion_entropy=metrics.completion_entropy(lp).cpu(),
-        suffix_nll=metrics.suffix_nll(lp, suffix).cpu(),
+        completion_entropy=entropy.cpu(),
+        suffix_nll=nll.cpu(),
         margin=margin.cpu(),
     )
     return res, argmax

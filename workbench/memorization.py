@@ -29,6 +29,7 @@ if __name__ == "__main__":  # the command line first: --help answers before the 
 
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,6 +286,7 @@ def execute(cfg: MemorizationConfig) -> pd.DataFrame:
     from workbench.organism import registry
     from workbench.runs import Run, check_out, default_out
 
+    began = time.perf_counter()
     groups = sweep_groups(cfg.model, cfg.models, cfg.checkpoints)
     first = groups[0][0]
     cfg.data = cfg.data or str(registry.DEFAULT_MEMORIZED_SET)
@@ -297,6 +299,7 @@ def execute(cfg: MemorizationConfig) -> pd.DataFrame:
         first, cfg.data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
     )
     tokens = samples.tokens[: cfg.max_samples]
+    loaded = time.perf_counter()
     load = Loader(cfg.device, cfg.dtype)
     interventions = {}
     for name in dict.fromkeys(m for m, _ in groups):  # each model's blocks, and the data checked
@@ -326,6 +329,11 @@ def execute(cfg: MemorizationConfig) -> pd.DataFrame:
     names = ", ".join(dict.fromkeys(m for m, _ in groups))
     sys.stdout.write(f"{names} on {samples.name} ({len(tokens)} samples) → {out}\n")
     sys.stdout.write(table.to_string(float_format=lambda x: f"{x:.3f}") + "\n")
+    imports = "" if cli.STARTED is None else f"imports {began - cli.STARTED:.1f} s, "
+    sys.stdout.write(
+        f"start-up: {imports}model and data {loaded - began:.1f} s; "
+        f"sweep {time.perf_counter() - loaded:.1f} s\n"
+    )
     return df
 
 

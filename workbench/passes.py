@@ -10,6 +10,10 @@ with TransformerLens' ``start_at_layer``. A sweep over every block alone then co
 ``ln_final`` and the unembedding (the model's own modules and hook points) on the slice. A
 memorization sweep needs the logits of the S suffix-predicting positions only; with a 4,096-token
 vocabulary at d_model 96 the unembedding of one position costs 3.5 blocks.
+
+The blocks run through ``workbench.lean_forward`` (TransformerLens' forward bit for bit, without
+its repeated LayerNorms) wherever it supports the model and no attention mask is given, else
+through the model's own forward.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import apply_softcap
 
+from workbench import lean_forward
 from workbench.interventions import Hook, ShortCircuit
 
 
@@ -84,10 +89,13 @@ def _logits(
     """The forward from block ``start`` (None: ``inputs`` are the tokens; else the stream entering
     it), with the final norm and unembedding at ``positions`` only, when given."""
     at = {} if start is None else {"start_at_layer": start, "tokens": tokens}
-    if positions is None:
+    if attention_mask is None and lean_forward.supports(model):
+        resid = lean_forward.forward(model, inputs, start)  # the same bits, less work
+    elif positions is None:
         return model(inputs, attention_mask=attention_mask, **at)
-    resid = model(inputs, attention_mask=attention_mask, stop_at_layer=model.cfg.n_layers, **at)
-    resid = resid[:, positions].contiguous()
+    else:
+        resid = model(inputs, attention_mask=attention_mask, stop_at_layer=model.cfg.n_layers, **at)
+    resid = resid if positions is None else resid[:, positions].contiguous()
     if model.cfg.normalization_type is not None:
         resid = model.ln_final(resid)
     return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)
