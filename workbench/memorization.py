@@ -39,7 +39,7 @@ import torch
 from jaxtyping import Int
 from transformer_lens import HookedTransformer
 
-from workbench import cli
+from workbench import cli, memory
 from workbench.commands import MemorizationConfig
 from workbench.cost import Cost
 from workbench.data import SampleSet, load_samples, validate
@@ -288,17 +288,25 @@ def execute(cfg: MemorizationConfig) -> pd.DataFrame:
     groups = sweep_groups(cfg.model, cfg.models, cfg.checkpoints)
     first = groups[0][0]
     cfg.data = cfg.data or str(registry.DEFAULT_MEMORIZED_SET)
-    record = {**cli.recorded(cfg), "identity": group_identity(groups, cfg.data)}
-    if not cfg.models:
-        record["model"] = first
-    out = cfg.out or default_out("memorization", first, record)
-    check_out(out, record, overwrite=cfg.overwrite)
+
+    def record_and_out() -> tuple[dict, str]:  # checked before any work the batch size allows
+        record = {**cli.recorded(cfg), "identity": group_identity(groups, cfg.data)}
+        if not cfg.models:
+            record["model"] = first
+        out = cfg.out or default_out("memorization", first, record)
+        check_out(out, record, overwrite=cfg.overwrite)
+        return record, out
+
+    auto = cfg.batch_size == "auto"
+    if not auto:
+        record, out = record_and_out()
     model, model_name, samples = load_inputs(
         first, cfg.data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
     )
     tokens = samples.tokens[: cfg.max_samples]
     load = Loader(cfg.device, cfg.dtype)
-    interventions = {}
+    budget = cfg.max_memory or memory.available_bytes(model.cfg.device, required=auto)
+    interventions, shapes, fits = {}, {}, []
     for name in dict.fromkeys(m for m, _ in groups):  # each model's blocks, and the data checked
         hooked = model if name == model_name else load(name, None)
         c = hooked.cfg
@@ -306,7 +314,21 @@ def execute(cfg: MemorizationConfig) -> pd.DataFrame:
         interventions[name] = interventions_from(
             cfg.blocks, c.n_layers, kind=cfg.kind, clean=cfg.clean
         )
+        shapes[name] = (c, tokens.shape[1], cfg.prefix_len, interventions[name])
+        if auto:
+            fits.append(
+                memory.fit_batch_size(
+                    *shapes[name], budget_bytes=budget, n_samples=len(tokens), decode=cfg.decode
+                )
+            )
         del hooked
+    if auto:
+        cfg.batch_size = min(fits)
+        record, out = record_and_out()
+    for name, shape in shapes.items():
+        est = memory.estimate(shape[0], cfg.batch_size, *shape[1:], decode=cfg.decode)
+        sys.stdout.write(f"{name}: {memory.describe(est, cfg.batch_size, budget, auto=auto)}\n")
+        log.info("memory estimate of one batch (bytes):\n%s", est.series().to_string())
     run = Run.open(out, record, overwrite=cfg.overwrite)
     job = MemorizationJob(tokens, cfg.prefix_len, cfg.batch_size, cfg.decode, samples.name)
     df = run_units(
