@@ -70,20 +70,22 @@ def shapes(draw):
         original_architecture="GPTNeoXForCausalLM",
     )
     blocks = draw(st.lists(st.integers(0, n_layers - 1), max_size=n_layers, unique=True))
-    interventions = [CLEAN] * draw(st.booleans()) + [ShortCircuit(b) for b in blocks]
+    clean = draw(st.booleans()) or not blocks
     prefix = draw(st.integers(1, 20))
     kwargs = {
         "decode": draw(st.booleans()),
         "decode_rows": draw(st.integers(1, 64)),
         "chunk_rows": draw(st.sampled_from([None, 1, 7])),
     }
-    return cfg, prefix + draw(st.integers(1, 20)), prefix, interventions or [CLEAN], kwargs
+    return cfg, prefix + draw(st.integers(1, 20)), prefix, (clean, blocks), kwargs
 
 
 @settings(max_examples=40, deadline=None)
 @given(shapes(), st.integers(1, 40), st.integers(0, 40))
 def test_estimate_is_monotone_and_the_fit_is_the_largest_batch(shape, batch, more):
-    cfg, seq, prefix, interventions, kwargs = shape
+    cfg, seq, prefix, (clean, blocks), kwargs = shape
+    # built here, not in the strategy: run-time checks of ShortCircuit touch `random` there
+    interventions = [CLEAN] * clean + [ShortCircuit(b) for b in blocks]
     a = memory.estimate(cfg, batch, seq, prefix, interventions, **kwargs)
     b = memory.estimate(cfg, batch + more, seq, prefix, interventions, **kwargs)
     assert (a.series().drop("weights") <= b.series().drop("weights")).all()
@@ -151,12 +153,15 @@ def organism():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or not supported(), reason="Linux RSS")
 def test_estimate_bounds_the_measured_peak_rss(organism):
-    """The default sweep (13 interventions) on the main member at batches 8 and 32: the peak RSS
-    one batch adds is below the estimate, and the estimate is within 2× of it (measured
-    1.3-1.5×, tests/benchmarks/bench_memory.py)."""
+    """The default sweep (13 interventions) on the main member at batches 8 and 16: the peak RSS
+    one batch adds is below the estimate, and the estimate within 2× of it. Measured: 1.29-1.54×
+    here, 1.22-1.54× at batches 32-256 (tests/benchmarks/bench_memory.py); the excess is the
+    pool's worst case (every intervention's keys and values alive at once) and the allocator
+    allowance (half the live peak, for glibc's 1.3-1.5× fragmentation), so 2× leaves room for
+    noise in what glibc keeps without letting a doubled overcount pass."""
     model, tokens = organism
     interventions = sweep_of(model)
-    measure(model, tokens[:2], interventions)  # warm: first-call allocations
-    for batch in (8, 32):
+    measure(model, tokens[:1], interventions)  # warm: first-call allocations
+    for batch in (8, 16):
         got = measure(model, tokens[:batch], interventions)
         assert got["measured"] <= got["estimate"] <= 2 * got["measured"], got

@@ -10,6 +10,11 @@ Command::
     python -m workbench.memorization --model NAME_OR_DIR --data SET.npy --prefix-len 32 \\
         --batch-size 64 --blocks all --out runs/mem
 
+``--batch-size auto`` takes the largest batch whose peak memory (``workbench.memory.estimate``)
+fits ``--max-memory`` (default: the device's free memory once the model is loaded, less 10%),
+refusing in one line when one sample does not fit; the run records the batch size it resolved
+to, so a rerun that resolves to the same one resumes. Every run prints its batch's estimate.
+
 One row per (intervention, sample): model, dataset, intervention (label), kind, blocks, sample,
 exact_match, token_accuracy, completion_entropy, longest_match, suffix_nll, generated (the greedy
 suffix ids), tf_margin (smallest teacher-forced top-1/top-2 logit gap on the positions that decide
@@ -328,7 +333,7 @@ def execute(cfg: MemorizationConfig) -> pd.DataFrame:
     for name, shape in shapes.items():
         est = memory.estimate(shape[0], cfg.batch_size, *shape[1:], decode=cfg.decode)
         sys.stdout.write(f"{name}: {memory.describe(est, cfg.batch_size, budget, auto=auto)}\n")
-        log.info("memory estimate of one batch (bytes):\n%s", est.series().to_string())
+        log.info("memory estimate of one batch of %s: %s", name, est)
     run = Run.open(out, record, overwrite=cfg.overwrite)
     job = MemorizationJob(tokens, cfg.prefix_len, cfg.batch_size, cfg.decode, samples.name)
     df = run_units(

@@ -29,8 +29,9 @@ plus the largest of three phases that never overlap:
 
 ``allocator`` adds a fixed fraction of that peak for what the allocator keeps resident beyond the
 live tensors: on a CPU, glibc serves blocks under its (dynamic, ≤ 32 MB) mmap threshold from heaps
-that freed blocks fragment (measured on the main organism member: peak RSS 1.2-1.4× the live
-tensors; ``tests/benchmarks/bench_memory.py``). ``weights`` is reported beside the total, not in
+that freed blocks fragment (measured on the main organism member, batches 32-256: peak RSS
+1.3-1.5× the peak with that threshold fixed, i.e. with the live tensors alone;
+``tests/benchmarks/bench_memory.py``). ``weights`` is reported beside the total, not in
 it: the budget of ``fit_batch_size`` is what is free once the model is loaded.
 """
 
@@ -77,6 +78,10 @@ class Estimate:
     def total(self) -> int:
         """The estimated peak of one batch, beyond the loaded model."""
         return self.live + self.allocator
+
+    def __str__(self) -> str:
+        parts = ", ".join(f"{f.name} {format_size(getattr(self, f.name))}" for f in fields(self))
+        return f"{format_size(self.total)} ({parts})"
 
     def series(self):
         """Tidy: one row per component (bytes), then ``live`` and ``total``."""
