@@ -133,6 +133,28 @@ def test_auto_picks_the_largest_batch_that_fits(tiny_neox_dir, tiny_neox, tmp_pa
     assert "batch_size" in capsys.readouterr().err
 
 
+def test_auto_over_models_leaves_room_for_the_second_models_weights(
+    tiny_neox_dir, tiny_neo_dir, tiny_neox, tiny_neo, tmp_path, capsys
+):
+    argv = _argv(tiny_neox_dir, tiny_neox, tmp_path)[2:]  # the set, without --model
+    models = {str(tiny_neox_dir): tiny_neox, str(tiny_neo_dir): tiny_neo}
+    ivs = {n: [CLEAN, *(ShortCircuit(b) for b in range(m.cfg.n_layers))] for n, m in models.items()}
+
+    def need(name, b, beside=True):  # with the weights of the model loaded beside the first
+        est = memory.estimate(models[name].cfg, b, 24, 8, ivs[name], decode=False)
+        return est.total + beside * memory.weight_bytes(models[name])
+
+    budget = max(need(name, 4) for name in models)
+
+    def fit(beside=True):  # a linear scan per model, the smallest batch of the sweep
+        return min(max(b for b in range(1, 13) if need(n, b, beside) <= budget) for n in models)
+
+    assert fit() < fit(beside=False)  # the weights matter at this budget
+    run = [*argv, "--models", *models, "--no-decode", "--batch-size", "auto"]
+    main([*run, "--max-memory", str(budget), "--out", str(tmp_path / "r")])
+    assert f"batch size {fit()} (auto)" in capsys.readouterr().out
+
+
 def test_auto_refuses_when_one_sample_does_not_fit(tiny_neox_dir, tiny_neox, tmp_path, capsys):
     argv = _argv(tiny_neox_dir, tiny_neox, tmp_path)
     with pytest.raises(SystemExit) as exit_:

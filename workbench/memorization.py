@@ -312,6 +312,7 @@ def execute(cfg: MemorizationConfig) -> pd.DataFrame:
     load = Loader(cfg.device, cfg.dtype)
     budget = cfg.max_memory or memory.available_bytes(model.cfg.device, required=auto)
     interventions, shapes, fits = {}, {}, []
+    others = any(group != (model_name, None) for group in groups)  # loaded beside the first
     for name in dict.fromkeys(m for m, _ in groups):  # each model's blocks, and the data checked
         hooked = model if name == model_name else load(name, None)
         c = hooked.cfg
@@ -321,9 +322,10 @@ def execute(cfg: MemorizationConfig) -> pd.DataFrame:
         )
         shapes[name] = (c, tokens.shape[1], cfg.prefix_len, interventions[name])
         if auto:
+            room = budget - (memory.weight_bytes(hooked) if others else 0)
             fits.append(
                 memory.fit_batch_size(
-                    *shapes[name], budget_bytes=budget, n_samples=len(tokens), decode=cfg.decode
+                    *shapes[name], budget_bytes=room, n_samples=len(tokens), decode=cfg.decode
                 )
             )
         del hooked

@@ -32,7 +32,8 @@ live tensors: on a CPU, glibc serves blocks under its (dynamic, ≤ 32 MB) mmap 
 that freed blocks fragment (measured on the main organism member, batches 32-256: peak RSS
 1.3-1.5× the peak with that threshold fixed, i.e. with the live tensors alone;
 ``tests/benchmarks/bench_memory.py``). ``weights`` is reported beside the total, not in
-it: the budget of ``fit_batch_size`` is what is free once the model is loaded.
+it: the budget of ``fit_batch_size`` is what is free once the model is loaded (the command takes
+off the weights of a second model or checkpoint that a sweep loads beside the first).
 """
 
 from __future__ import annotations
@@ -160,14 +161,18 @@ def estimate(
         forward=forward,
         decode=peak_decode,
         allocator=0,
-        weights=_weights(model_or_cfg, cfg, e),
+        weights=weight_bytes(model_or_cfg, e),
     )
     return Estimate(**{**est.__dict__, "allocator": int(slack * est.live)})
 
 
-def _weights(model_or_cfg: Any, cfg: Any, e: int) -> int:
+def weight_bytes(model_or_cfg: Any, e: int | None = None) -> int:
+    """A model's parameters in bytes (from a config: its parameter count in ``e``-byte
+    elements, default its dtype's)."""
     if hasattr(model_or_cfg, "parameters"):
         return sum(p.numel() * p.element_size() for p in model_or_cfg.parameters())
+    cfg = model_or_cfg
+    e = e or element_size(cfg.dtype)
     embed = 2 * cfg.d_vocab * cfg.d_model + (cfg.n_ctx * cfg.d_model if cfg.n_ctx else 0)
     return (cfg.n_params + embed) * e  # TransformerLens' n_params leaves the embeddings out
 
