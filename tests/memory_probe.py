@@ -77,11 +77,12 @@ def measure(model, tokens: np.ndarray, interventions: list) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, action="append", required=True)
+    p.add_argument("--dtype", default="float32")
     args = p.parse_args()
     torch.set_num_threads(1)
     from workbench.models import load_model
 
-    model = load_model()
+    model = load_model(dtype=args.dtype)
     tokens = np.load(registry.DEFAULT_MEMORIZED_SET)
     interventions = sweep_of(model)
     evaluate_batch(model, torch.from_numpy(tokens[:2]), interventions, prefix_len=PREFIX)  # warm
