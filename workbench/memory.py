@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,7 @@ def estimate(
         allocator=0,
         weights=weight_bytes(model_or_cfg, e),
     )
-    return Estimate(**{**est.__dict__, "allocator": int(slack * est.live)})
+    return replace(est, allocator=int(slack * est.live))
 
 
 def weight_bytes(model_or_cfg: Any, e: int | None = None) -> int:
