@@ -93,6 +93,21 @@ def block_spec(text: str) -> str:
     return text
 
 
+def batch_size_or_auto(text: str) -> int | str:
+    """An integer ≥ 1, or ``auto``."""
+    return "auto" if text.strip().lower() == "auto" else positive_int(text)
+
+
+def memory_size(text: str) -> int:
+    """Bytes: ``4GB``, ``512MiB``, ``2.5G`` or plain bytes (``workbench.memory.parse_size``)."""
+    from workbench.memory import parse_size
+
+    try:
+        return parse_size(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -147,6 +162,25 @@ def kind_option() -> Any:
 
 def batch_size_option(default: int) -> Any:
     return option(default, "samples per forward batch", type=positive_int)
+
+
+def auto_batch_size_option(default: int) -> Any:
+    return option(
+        default,
+        "samples per forward batch, or auto: the largest whose estimated peak memory fits "
+        "--max-memory",
+        type=batch_size_or_auto,
+    )
+
+
+def max_memory_option() -> Any:
+    return option(
+        None,
+        "memory for --batch-size auto beyond the loaded model: 4GB, 2.5G (powers of 1000), "
+        "512MiB (of 1024) or bytes (default: the device's free memory less 10%%)",
+        type=memory_size,
+        runtime=True,
+    )
 
 
 def prefix_len_option() -> Any:

@@ -48,7 +48,11 @@ _OWN_NORMS = {"OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM"}
 def keys_transformed_after_hook(model: HookedTransformer) -> bool:
     """Whether TransformerLens normalizes or clips keys after ``hook_k`` (q/k norms, OLMo's
     norms, clipping), so that no hook sees the keys its cache holds."""
-    cfg = model.cfg
+    return keys_transformed(model.cfg)
+
+
+def keys_transformed(cfg) -> bool:
+    """``keys_transformed_after_hook`` from a model's config alone."""
     return bool(
         cfg.use_qk_norm or cfg.clip_qkv is not None or cfg.original_architecture in _OWN_NORMS
     )

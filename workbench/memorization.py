@@ -10,6 +10,11 @@ Command::
     python -m workbench.memorization --model NAME_OR_DIR --data SET.npy --prefix-len 32 \\
         --batch-size 64 --blocks all --out runs/mem
 
+``--batch-size auto`` takes the largest batch whose peak memory (``workbench.memory.estimate``)
+fits ``--max-memory`` (default: the device's free memory once the model is loaded, less 10%),
+refusing in one line when one sample does not fit; the run records the batch size it resolved
+to, so a rerun that resolves to the same one resumes. Every run prints its batch's estimate.
+
 One row per (intervention, sample): model, dataset, intervention (label), kind, blocks, sample,
 exact_match, token_accuracy, completion_entropy, longest_match, suffix_nll, generated (the greedy
 suffix ids), tf_margin (smallest teacher-forced top-1/top-2 logit gap on the positions that decide
@@ -40,7 +45,7 @@ import torch
 from jaxtyping import Int
 from transformer_lens import HookedTransformer
 
-from workbench import cli
+from workbench import cli, memory
 from workbench.commands import MemorizationConfig
 from workbench.cost import Cost
 from workbench.data import SampleSet, load_samples, validate
@@ -290,18 +295,27 @@ def execute(cfg: MemorizationConfig) -> pd.DataFrame:
     groups = sweep_groups(cfg.model, cfg.models, cfg.checkpoints)
     first = groups[0][0]
     cfg.data = cfg.data or str(registry.DEFAULT_MEMORIZED_SET)
-    record = {**cli.recorded(cfg), "identity": group_identity(groups, cfg.data)}
-    if not cfg.models:
-        record["model"] = first
-    out = cfg.out or default_out("memorization", first, record)
-    check_out(out, record, overwrite=cfg.overwrite)
+
+    def record_and_out() -> tuple[dict, str]:  # checked before any work the batch size allows
+        record = {**cli.recorded(cfg), "identity": group_identity(groups, cfg.data)}
+        if not cfg.models:
+            record["model"] = first
+        out = cfg.out or default_out("memorization", first, record)
+        check_out(out, record, overwrite=cfg.overwrite)
+        return record, out
+
+    auto = cfg.batch_size == "auto"
+    if not auto:
+        record, out = record_and_out()
     model, model_name, samples = load_inputs(
         first, cfg.data, prefix_len=cfg.prefix_len, device=cfg.device, dtype=cfg.dtype
     )
     tokens = samples.tokens[: cfg.max_samples]
     loaded = time.perf_counter()
     load = Loader(cfg.device, cfg.dtype)
-    interventions = {}
+    budget = cfg.max_memory or memory.available_bytes(model.cfg.device, required=auto)
+    interventions, shapes, fits = {}, {}, []
+    others = any(group != (model_name, None) for group in groups)  # loaded beside the first
     for name in dict.fromkeys(m for m, _ in groups):  # each model's blocks, and the data checked
         hooked = model if name == model_name else load(name, None)
         c = hooked.cfg
@@ -309,7 +323,22 @@ def execute(cfg: MemorizationConfig) -> pd.DataFrame:
         interventions[name] = interventions_from(
             cfg.blocks, c.n_layers, kind=cfg.kind, clean=cfg.clean
         )
+        shapes[name] = (c, tokens.shape[1], cfg.prefix_len, interventions[name])
+        if auto:
+            room = budget - (memory.weight_bytes(hooked) if others else 0)
+            fits.append(
+                memory.fit_batch_size(
+                    *shapes[name], budget_bytes=room, n_samples=len(tokens), decode=cfg.decode
+                )
+            )
         del hooked
+    if auto:
+        cfg.batch_size = min(fits)
+        record, out = record_and_out()
+    for name, shape in shapes.items():
+        est = memory.estimate(shape[0], cfg.batch_size, *shape[1:], decode=cfg.decode)
+        sys.stdout.write(f"{name}: {memory.describe(est, cfg.batch_size, budget, auto=auto)}\n")
+        log.info("memory estimate of one batch of %s: %s", name, est)
     run = Run.open(out, record, overwrite=cfg.overwrite)
     job = MemorizationJob(tokens, cfg.prefix_len, cfg.batch_size, cfg.decode, samples.name)
     df = run_units(
