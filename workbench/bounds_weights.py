@@ -81,13 +81,13 @@ def check_supported(model: HookedTransformer) -> None:
 
 def _fold(gamma: Tensor, w: Tensor) -> Tensor:
     """P diag(γ) W for W [..., d, k]: scale rows by γ, then centre over d (P = I − 11ᵀ/d)."""
-    return _fold_(w.to(torch.float64, copy=True), gamma)
+    return _fold_into(torch.empty(w.shape, dtype=torch.float64, device=w.device), w, gamma)
 
 
-def _fold_(a: Tensor, gamma: Tensor) -> Tensor:
-    """:func:`_fold` in place on the float64 ``a`` (the same operations, the same rounding)."""
-    a.mul_(gamma.double()[:, None])
-    return a.sub_(a.mean(dim=-2, keepdim=True))
+def _fold_into(out: Tensor, w: Tensor, gamma: Tensor) -> Tensor:
+    """:func:`_fold` written into the float64 buffer ``out`` (a copy, then in place)."""
+    out.copy_(w).mul_(gamma.double()[:, None])
+    return out.sub_(out.mean(dim=-2, keepdim=True))
 
 
 def _rotary_gain(attn, n_pos: int) -> float:
@@ -169,26 +169,26 @@ def weights_key(model: HookedTransformer) -> str:
 def _block_norms(block, work: Workspace | None = None) -> dict[str, Tensor]:
     """The weight norms of one block (certified upper bounds, ``workbench.spectral``).
 
-    Every float64 copy of a weight goes to a buffer of ``work`` (reused from block to block) and
-    is folded there in place; the rescaled copy is the one whose Gram the norm reads."""
+    Every float64 copy of a weight is written, folded, into a buffer of ``work`` (reused from
+    block to block); the norms read it there (``overwrite``: no further copy)."""
     work = work or Workspace()
     attn, mlp = block.attn, block.mlp
     heads, d, e = attn.W_Q.shape
     dev = attn.W_Q.device
     ones = torch.ones(d, dtype=torch.float64, device=dev)
     b1 = getattr(block.ln1, "b", torch.zeros_like(ones)).double()
+    g1 = getattr(block.ln1, "w", ones)
     qkv = work.take("qkv", (3, heads, d, e), dev)
     for buf, w in zip(qkv, (attn.W_Q, attn.W_K, attn.W_V), strict=True):
-        buf.copy_(w)
+        _fold_into(buf, w, g1)
     off_q, off_k = (
-        torch.linalg.vector_norm(b1 @ w + b.double(), dim=-1)
-        for w, b in ((qkv[0], attn.b_Q), (qkv[1], attn.b_K))
+        torch.linalg.vector_norm(torch.stack([b1 @ x.double() for x in w]) + b.double(), dim=-1)
+        for w, b in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K))
     )
-    _fold_(qkv, getattr(block.ln1, "w", ones))
     mq, mk = spectral_norm(qkv[:2], work, overwrite=True)
     vo = factored_norm(qkv[2], gram_factor(attn.W_O, work), overwrite=True)
-    w_in = work.take("mlp", tuple(mlp.W_in.shape), dev).copy_(mlp.W_in)
-    _fold_(w_in, getattr(block.ln2, "w", ones))
+    w_in = work.take("mlp", tuple(mlp.W_in.shape), dev)
+    _fold_into(w_in, mlp.W_in, getattr(block.ln2, "w", ones))
     n_in = spectral_norm(w_in, work, overwrite=True)
     w_out = work.take("mlp", tuple(mlp.W_out.shape), dev).copy_(mlp.W_out)
     n_out = spectral_norm(w_out, work, overwrite=True)
