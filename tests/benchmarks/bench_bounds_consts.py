@@ -52,8 +52,9 @@ def naive(b: _Obj) -> dict[str, float]:
 
     g = b.ln1.w.double()
     fold = bw._fold
+    u, s, _ = torch.linalg.svd(b.attn.W_O.double(), full_matrices=False)  # ‖x W_O‖ = ‖x U S‖
     return {
-        "vo": spec(fold(g, b.attn.W_V) @ bw._o_us(b.attn.W_O)),
+        "vo": spec(fold(g, b.attn.W_V) @ (u * s[:, None, :])),
         "mq": spec(fold(g, b.attn.W_Q)),
         "mk": spec(fold(g, b.attn.W_K)),
         "w_out": spec(b.mlp.W_out),
