@@ -7,8 +7,8 @@ close to it (relative excess ~1e-9), without a singular value decomposition:
    ``dsyrk`` on one triangle for a large CPU matrix: half a matrix product);
 2. an estimate λ̂ of λ_max(G): ``eigvalsh`` for small k, Lanczos otherwise;
 3. the certificate: μ I − G is positive definite exactly when μ > λ_max(G), and a Cholesky
-   factorisation that completes proves it (``cholesky_ex``, LAPACK ``dpotrf`` on the triangle for
-   a large matrix; on failure μ grows and we retry);
+   factorisation that completes proves it (``cholesky_ex``; for a large matrix on the
+   column-major view of the one triangle ``dsyrk`` wrote; on failure μ grows and we retry);
 4. float64 rounding, bounded rather than ignored: the computed Gram Ĝ satisfies
    |Ĝ − G| ≤ γ_p |a||a|ᵀ elementwise (p the inner dimension, γ_p = p u / (1 − p u), for any
    order of summation), so ‖Ĝ − G‖₂ ≤ γ_p ‖a‖_F²; a completed Cholesky of H = μ I − Ĝ gives
@@ -16,7 +16,9 @@ close to it (relative excess ~1e-9), without a singular value decomposition:
    2 γ_{k+1} k (μ + ν) (ν ≥ 0 bounds −Ĝ_ii: 0 for a Gram), and forming the diagonal of H rounds
    by at most 2u(μ + ν). Hence λ_max(G) ≤ (μ + ν)(1 + 2 γ_{k+1} k + 2u) − ν + γ_p ‖a‖_F², and s
    is its square root (rounded up by a further relative 1e-15). The matrix is first divided by a
-   power of two near its largest entry (exact), so the Gram neither underflows nor overflows.
+   power of two near its largest entry (exact), so the Gram neither underflows nor overflows
+   (not needed, and skipped, when that entry is within [2^-20, 2^20]: :func:`scale_down`). For a
+   large matrix ‖a‖_F² is bounded from the Gram's trace (its terms are ≥ 0), not a pass over a.
 
 The same certificate bounds λ_max of any symmetric matrix known up to an error ε in ‖·‖₂
 (:func:`top_eigenvalue_bound`), which ``workbench.bounds_weights`` uses for ‖P D W_V W_O‖ through
