@@ -16,11 +16,11 @@ from workbench import bounds_weights as bw
 from workbench import spectral
 
 
-def _matrix(draw) -> torch.Tensor:
-    m, n = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+def _matrix(draw, m: int | None = None) -> torch.Tensor:
+    m, n = m or draw(st.integers(1, 40)), draw(st.integers(1, 40))
     gen = torch.Generator().manual_seed(draw(st.integers(0, 10_000)))
     a = torch.randn(m, n, generator=gen, dtype=torch.float64)
-    kind = draw(st.sampled_from(["gauss", "low_rank", "repeated", "graded", "tiny"]))
+    kind = draw(st.sampled_from(["gauss", "low_rank", "repeated", "graded", "tiny", "zero_rows"]))
     if kind == "low_rank":
         r = draw(st.integers(1, min(m, n)))
         a = a[:, :r] @ torch.randn(r, n, generator=gen, dtype=torch.float64)
@@ -34,6 +34,8 @@ def _matrix(draw) -> torch.Tensor:
         a = a * torch.logspace(-8, 0, n, dtype=torch.float64)
     elif kind == "tiny":
         a = a * 1e-150
+    elif kind == "zero_rows":
+        a[: draw(st.integers(0, m))] = 0
     return a * draw(st.sampled_from([1e-3, 1.0, 1e4]))
 
 
@@ -48,6 +50,67 @@ def test_spectral_norm_is_a_close_upper_bound(data, lanczos, monkeypatch_small):
     got = spectral.spectral_norm(a)
     assert got >= exact, (got, exact)
     assert got <= exact * (1 + 1e-6) + 1e-300
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_factored_norm_is_a_close_upper_bound(data):
+    """‖a b‖₂ through the certified factor of b bᵀ (the path of ‖P diag(γ) W_V W_O‖) against the
+    SVD of the explicit product; the factor bounds ‖x b‖ for every x."""
+    a = _matrix(data.draw)
+    b = _matrix(data.draw, m=a.shape[1])
+    lo = spectral.gram_factor(b)
+    exact = torch.linalg.matrix_norm(a @ b, ord=2)
+    got = spectral.factored_norm(a, lo)
+    assert got >= exact, (got, exact)
+    assert got <= exact * (1 + 1e-6) + 1e-300
+    x = torch.randn(50, b.shape[0], dtype=torch.float64)
+    xb2, xl2 = (torch.linalg.vector_norm(x @ y, dim=-1) ** 2 for y in (b, lo))
+    assert (xb2 <= xl2).all()  # L Lᵀ − b bᵀ: positive semidefinite, and of the size of rounding
+    assert (xl2 - xb2 <= 1e-11 * b.norm() ** 2 * x.norm(dim=-1) ** 2 + 1e-290).all()
+
+
+def test_batched_factored_norm_with_a_zero_head():
+    gen = torch.Generator().manual_seed(5)
+    a = torch.randn(4, 30, 6, generator=gen, dtype=torch.float64)
+    b = torch.randn(4, 6, 40, generator=gen, dtype=torch.float64)
+    b[1] = 0
+    b[2, :3] = 0  # rank-deficient: no Cholesky of b bᵀ itself
+    got = spectral.factored_norm(a, spectral.gram_factor(b))
+    exact = torch.linalg.matrix_norm(a @ b, ord=2)
+    assert (got >= exact).all() and (got <= exact * (1 + 1e-8) + 1e-130).all()
+
+
+def test_large_path_reads_one_triangle_of_reused_buffers():
+    """The dsyrk / dsymv / cholesky_ex path leaves one triangle of its buffers unwritten: NaN
+    there changes nothing, and buffers reused across shapes (wide, then tall) give the fresh
+    results; ``overwrite`` rescales the caller's matrix only by powers of two."""
+    gen = torch.Generator().manual_seed(6)
+    work = spectral.Workspace()
+    for name in ("a", "gram", "chol", "factor"):
+        work.take(name, (700, 700)).fill_(math.nan)
+    for shape in ((300, 700), (700, 300), (400, 900)):
+        a = torch.randn(shape, generator=gen, dtype=torch.float64)
+        exact = torch.linalg.matrix_norm(a, ord=2)
+        fresh = spectral.spectral_norm(a)
+        assert exact <= fresh <= exact * (1 + 1e-6)
+        assert spectral.spectral_norm(a, work) == fresh
+        b = a.clone()
+        assert spectral.spectral_norm(b, work, overwrite=True) == fresh
+        ratio = b / a
+        assert (ratio == ratio.flatten()[0]).all() and math.log2(ratio.flatten()[0]).is_integer()
+
+
+def test_cholesky_reads_one_triangle_only():
+    """What ``spectral._certified_top_upper`` relies on: with ``upper=True``, garbage below the
+    diagonal is ignored (its matrix is the column-major view of a row-major lower triangle)."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(300, 300, generator=gen, dtype=torch.float64)
+    h = x @ x.T + torch.eye(300, dtype=torch.float64)
+    lower = h.tril() + torch.full_like(h, math.nan).triu(1)
+    r, info = torch.linalg.cholesky_ex(lower.mT, upper=True)
+    assert info == 0
+    torch.testing.assert_close(r, torch.linalg.cholesky(h, upper=True), rtol=1e-12, atol=0)
 
 
 @pytest.fixture
@@ -126,7 +189,7 @@ def test_weight_norms_are_cached_by_the_weights(tmp_path, monkeypatch):
     files = list(tmp_path.glob("*.pt"))
     assert len(files) == 1 and files[0].stem == bw.weights_key(model)
     calls = []
-    monkeypatch.setattr(bw, "_block_norms", lambda block: calls.append(block) or {})
+    monkeypatch.setattr(bw, "_block_norms", lambda *a: calls.append(a) or {})
     again = bw.weight_norms(model)  # from the cache: nothing recomputed
     assert not calls
     for a, b in zip(first, again, strict=True):

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from workbench.spectral import log_sum, spectral_norm
+from workbench.spectral import Workspace, factored_norm, gram_factor, log_sum, spectral_norm
 
 log = logging.getLogger("workbench.bounds")
 
@@ -81,8 +81,13 @@ def check_supported(model: HookedTransformer) -> None:
 
 def _fold(gamma: Tensor, w: Tensor) -> Tensor:
     """P diag(γ) W for W [..., d, k]: scale rows by γ, then centre over d (P = I − 11ᵀ/d)."""
-    g = gamma.double()[:, None] * w.double()
-    return g - g.mean(dim=-2, keepdim=True)
+    return _fold_into(torch.empty(w.shape, dtype=torch.float64, device=w.device), w, gamma)
+
+
+def _fold_into(out: Tensor, w: Tensor, gamma: Tensor) -> Tensor:
+    """:func:`_fold` written into the float64 buffer ``out`` (a copy, then in place)."""
+    out.copy_(w).mul_(gamma.double()[:, None])
+    return out.sub_(out.mean(dim=-2, keepdim=True))
 
 
 def _rotary_gain(attn, n_pos: int) -> float:
@@ -121,7 +126,7 @@ class LayerConsts:
     k_max: Tensor  # [H] bound on ‖k_s‖
     d_max: Tensor  # [H] bound on D_t = ½ diam{ṽ_s}
     mlp: float  # L_F = ‖W_out‖₂ g' ‖P diag(γ₂) W_in‖₂
-    o_us: Tensor  # [H, d_head, r] U·S of W_O = U S Vᵀ, so ‖x W_O‖ = ‖x U S‖
+    o_us: Tensor  # [H, d_head, d_head] L, W_O W_Oᵀ ≼ L Lᵀ: ‖x W_O‖ ≤ ‖x L‖ (equal to ~1e-13)
     # weight tier
     lip_a: float = math.nan
     lip_f: float = math.nan
@@ -131,7 +136,7 @@ class LayerConsts:
     log_injection: float = math.nan
 
 
-CACHE_VERSION = 1  # bump when the cached norms or how they are computed change
+CACHE_VERSION = 2  # bump when the cached norms or how they are computed change
 
 
 def cache_dir() -> Path:
@@ -161,36 +166,33 @@ def weights_key(model: HookedTransformer) -> str:
     return h.hexdigest()
 
 
-def _block_norms(block) -> dict[str, Tensor]:
-    """The weight norms of one block (certified upper bounds, ``workbench.spectral``)."""
+def _block_norms(block, work: Workspace | None = None) -> dict[str, Tensor]:
+    """The weight norms of one block (certified upper bounds, ``workbench.spectral``).
+
+    Every float64 copy of a weight is written, folded, into a buffer of ``work`` (reused from
+    block to block); the norms read it there (``overwrite``: no further copy)."""
+    work = work or Workspace()
     attn, mlp = block.attn, block.mlp
-    d = attn.W_Q.shape[1]
-    ones = torch.ones(d, dtype=torch.float64, device=attn.W_Q.device)
-    g1 = getattr(block.ln1, "w", ones)
+    heads, d, e = attn.W_Q.shape
+    dev = attn.W_Q.device
+    ones = torch.ones(d, dtype=torch.float64, device=dev)
     b1 = getattr(block.ln1, "b", torch.zeros_like(ones)).double()
-    g2 = getattr(block.ln2, "w", ones)
-    o_us = _o_us(attn.W_O)
-
-    def offset(w, b):
-        return torch.linalg.vector_norm(
-            torch.einsum("d,hde->he", b1, w.double()) + b.double(), dim=-1
-        )
-
-    return {
-        "vo": spectral_norm(_fold(g1, attn.W_V) @ o_us),
-        "mq": spectral_norm(_fold(g1, attn.W_Q)),
-        "mk": spectral_norm(_fold(g1, attn.W_K)),
-        "off_q": offset(attn.W_Q, attn.b_Q),
-        "off_k": offset(attn.W_K, attn.b_K),
-        "w_out": spectral_norm(mlp.W_out),
-        "w_in": spectral_norm(_fold(g2, mlp.W_in)),
-    }
-
-
-def _o_us(w_o: Tensor) -> Tensor:
-    """U·S of W_O = U S Vᵀ per head (so ‖x W_O‖ = ‖x U S‖), float64."""
-    u, s, _ = torch.linalg.svd(w_o.double(), full_matrices=False)
-    return u * s[:, None, :]
+    g1 = getattr(block.ln1, "w", ones)
+    qkv = work.take("qkv", (3, heads, d, e), dev)
+    for buf, w in zip(qkv, (attn.W_Q, attn.W_K, attn.W_V), strict=True):
+        _fold_into(buf, w, g1)
+    off_q, off_k = (
+        torch.linalg.vector_norm(torch.stack([b1 @ x.double() for x in w]) + b.double(), dim=-1)
+        for w, b in ((attn.W_Q, attn.b_Q), (attn.W_K, attn.b_K))
+    )
+    mq, mk = spectral_norm(qkv[:2], work, overwrite=True)
+    vo = factored_norm(qkv[2], gram_factor(attn.W_O, work), overwrite=True)
+    w_in = work.take("mlp", tuple(mlp.W_in.shape), dev)
+    _fold_into(w_in, mlp.W_in, getattr(block.ln2, "w", ones))
+    n_in = spectral_norm(w_in, work, overwrite=True)
+    w_out = work.take("mlp", tuple(mlp.W_out.shape), dev).copy_(mlp.W_out)
+    n_out = spectral_norm(w_out, work, overwrite=True)
+    return dict(vo=vo, mq=mq, mk=mk, off_q=off_q, off_k=off_k, w_out=n_out, w_in=n_in)
 
 
 def weight_norms(model: HookedTransformer, cache: bool = True) -> list[dict[str, Tensor]]:
@@ -201,8 +203,9 @@ def weight_norms(model: HookedTransformer, cache: bool = True) -> list[dict[str,
             return torch.load(path, weights_only=True)
         except (OSError, RuntimeError, EOFError):
             log.warning("ignoring an unreadable cache file %s", path)
+    work = Workspace()
     with torch.no_grad():
-        norms = [_block_norms(block) for block in model.blocks]
+        norms = [_block_norms(block, work) for block in model.blocks]
     norms = [{k: v.cpu() for k, v in n.items()} for n in norms]
     if path is not None:
         try:
@@ -246,7 +249,7 @@ def layer_consts(
             k_max=rho * (sqrt_d * mk + nm["off_k"].to(dev)),
             d_max=sqrt_d * vo,
             mlp=float(nm["w_out"] * g_act * nm["w_in"]),
-            o_us=_o_us(attn.W_O),
+            o_us=gram_factor(attn.W_O),
         )
         # log space: each term is a product of finite norms, the sums are log-sum-exps
         heads = [
