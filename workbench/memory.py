@@ -17,10 +17,12 @@ in float32, 4 bytes):
 plus the largest of three phases that never overlap:
 
 - ``teacher_forced``: the clean logits (kept through the loop), the intervention's logits, and
-  ``_teacher_forced``'s float32 log-softmax, its ``exp`` and their product: ``b S V (2e + 12)``;
+  the metrics' float32 log-softmax, its ``exp`` and their product: ``b S V (2e + 12)``;
 - ``forward``: the clean logits and one block's activations in TransformerLens' forward
   (q, k, v and their rotations, attention scores, mask and softmax ``b × heads × T × T``, the
   MLP's ``b T d_mlp``, residual copies, the output projection's rearranged weights);
+  ``workbench.lean_forward`` and the cache-sized pieces of ``metrics.teacher_forced`` hold fewer
+  of these temporaries, so both terms are upper bounds there (measured: see README);
 - ``decode``: both logits alive during an in-loop flush, the lean step's buffers for the pooled
   rows (``rows × L × 2 × (T − 1) × kv e``; a chunk's buffers are allocated before the previous
   chunk's are freed, so up to two chunks), one layer's gathered keys and values while a row
