@@ -267,7 +267,7 @@ def _cached_keys_hook(model: HookedTransformer, lean: bool) -> str | None:
     """The hook whose keys are exactly what the decode caches (None: no hook sees them)."""
     if lean:  # the lean step keeps keys rotated
         return "hook_rot_k" if model.cfg.positional_embedding_type == "rotary" else "hook_k"
-    return None if fast_step.keys_transformed_after_hook(model) else "hook_k"
+    return None if fast_step.keys_transformed(model.cfg) else "hook_k"
 
 
 def _teacher_forced(

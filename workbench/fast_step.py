@@ -45,14 +45,9 @@ _OFF = (
 _OWN_NORMS = {"OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM"}
 
 
-def keys_transformed_after_hook(model: HookedTransformer) -> bool:
-    """Whether TransformerLens normalizes or clips keys after ``hook_k`` (q/k norms, OLMo's
-    norms, clipping), so that no hook sees the keys its cache holds."""
-    return keys_transformed(model.cfg)
-
-
 def keys_transformed(cfg) -> bool:
-    """``keys_transformed_after_hook`` from a model's config alone."""
+    """Whether TransformerLens normalizes or clips keys after ``hook_k`` (q/k norms, OLMo's
+    norms, clipping) in a model of this config, so that no hook sees the keys its cache holds."""
     return bool(
         cfg.use_qk_norm or cfg.clip_qkv is not None or cfg.original_architecture in _OWN_NORMS
     )
@@ -63,7 +58,7 @@ def supports(model: HookedTransformer, hook_names: Iterable[str] = ()) -> bool:
     cfg = model.cfg
     if any(getattr(cfg, flag, False) for flag in _OFF):
         return False
-    if keys_transformed_after_hook(model) or cfg.n_devices != 1 or cfg.attention_dir != "causal":
+    if keys_transformed(cfg) or cfg.n_devices != 1 or cfg.attention_dir != "causal":
         return False
     if cfg.positional_embedding_type not in ("standard", "rotary"):
         return False

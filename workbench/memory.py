@@ -51,7 +51,6 @@ from workbench.errors import UserError
 
 ALLOCATOR_SLACK = 0.5  # fraction of the live peak kept resident by the allocator (see above)
 MARGIN = 0.1  # fraction of the free memory left alone by the default budget
-_ELEMENT = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _SIZE = re.compile(r"(?P<num>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[kmgt]?)(?P<bin>i?)b?", re.I)
 PHASES = ("teacher_forced", "forward", "decode")
@@ -96,11 +95,10 @@ class Estimate:
 
 
 def element_size(dtype: Any) -> int:
-    """Bytes per element of a torch dtype or its name (``torch.bfloat16``, ``"float16"``)."""
-    name = str(dtype).removeprefix("torch.")
-    if name not in _ELEMENT:
-        raise UserError(f"no element size known for dtype {dtype}")
-    return _ELEMENT[name]
+    """Bytes per element of a torch dtype or any name the loader knows (``"bf16"``, ...)."""
+    from workbench.models import resolve_dtype
+
+    return resolve_dtype(dtype).itemsize
 
 
 def estimate(
