@@ -70,6 +70,15 @@ def test_factored_norm_is_a_close_upper_bound(data):
     assert (xl2 - xb2 <= 1e-11 * b.norm() ** 2 * x.norm(dim=-1) ** 2 + 1e-290).all()
 
 
+def test_a_zero_matrix_has_the_zero_factor_and_norm():
+    """b = 0: L = 0 is the exact factor (not √δ I), so ‖a b‖ comes out 0, as the SVD says (the
+    case hypothesis found: a 1 × 1 a, an all-zero b, 1.5e-143 against 0)."""
+    b = torch.zeros(1, 3, dtype=torch.float64)
+    lo = spectral.gram_factor(b)
+    assert torch.equal(lo, torch.zeros(1, 1, dtype=torch.float64))
+    assert spectral.factored_norm(torch.full((1, 1), 1e-3, dtype=torch.float64), lo) == 0
+
+
 def test_batched_factored_norm_with_a_zero_head():
     gen = torch.Generator().manual_seed(5)
     a = torch.randn(4, 30, 6, generator=gen, dtype=torch.float64)

@@ -261,8 +261,8 @@ def gram_factor(
         lo, info = torch.linalg.cholesky_ex(g + delta[..., None, None] * eye)
         need = _gamma(n) * f + U64 * (f * (1 + _gamma(n)) + delta) + _gamma(e + 1) * fro2(lo)
         ok = (info == 0) & (need <= delta)
-        if ok.all():
-            return lo * scale[..., None, None]
+        if ok.all():  # a zero b has the exact factor 0 (b bᵀ = 0), not δ's √δ I
+            return torch.where((f > 0)[..., None, None], lo * scale[..., None, None], 0.0)
         delta = torch.where(ok, delta, 8 * delta)
     raise ArithmeticError("no certified factor (non-finite matrix?)")
 
@@ -280,7 +280,8 @@ def factored_norm(
     scale = scale_down(a) * scale_down(lo)
     f = fro2(a)
     s, eps = congruence(a.mT @ a, _gamma(a.shape[-2]) * f, lo)
-    return torch.where(f > 0, torch.sqrt(top_eigenvalue_bound(s, eps)) * (1 + 1e-15) * scale, 0.0)
+    bound = torch.sqrt(top_eigenvalue_bound(s, eps)) * (1 + 1e-15) * scale
+    return torch.where((f > 0) & (fro2(lo) > 0), bound, 0.0)  # a = 0 or L = 0: a b = 0 exactly
 
 
 def congruence(
