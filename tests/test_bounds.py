@@ -232,6 +232,25 @@ def test_jacobian_power_iteration_matches_dense_svd(neo64):
     assert est[0] >= dense * (1 - 1e-3)
 
 
+def test_half_precision_jacobian_is_the_float32_blocks(tiny_neox_dir):
+    """A bfloat16 model's reference is the float32 block at its (bf16-rounded) weights, at its
+    bf16 stream: oracle, the float32 model whose weights and tables (rotary sin/cos) are rounded
+    through bfloat16; the model itself keeps its dtype."""
+    half = load_model(tiny_neox_dir, device="cpu", dtype="bfloat16")
+    ref = load_model(tiny_neox_dir, device="cpu")
+    with torch.no_grad():
+        for p in [*ref.parameters(), *ref.buffers()]:
+            if p.is_floating_point():
+                p.copy_(p.to(torch.bfloat16).float())
+    _, kept = clean_pass(half, TOKENS[:2, :16], [1])
+    x = kept[1].clone()
+    est = bm.jacobian_norms(half, x, 1, iters=5)
+    assert est.dtype == torch.float64
+    torch.testing.assert_close(est, bm.jacobian_norms(ref, x.float(), 1, iters=5))
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert half.cfg.dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize("act", sorted(bw.ACT_LIPSCHITZ))
 def test_activation_lipschitz_constants(act):
     from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS

@@ -62,6 +62,7 @@ is then ≤ the weight one evaluated at the weight bound, by induction over laye
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -297,9 +298,18 @@ def jacobian_norms(
     normalised on its own. Returns ‖J v‖ for the last unit v: a lower estimate of σ_max(J) that
     converges from below. A first-order reference, not a bound: it is the ℓ2 norm on the whole
     stream, while the bounds use max over tokens of per-token ℓ2 norms.
+
+    Half-precision models run it on a float32 copy of the block (one block at a time, at the
+    half-precision stream): the block's function at their weights, without half-precision rounding
+    in the iteration, and without the slow half-precision matrix products of the backward pass on
+    CPUs (``workbench.weight_layout``).
     """
     block = model.blocks[layer]
     x = resid.detach()
+    if x.dtype in (torch.bfloat16, torch.float16):
+        block = copy.deepcopy(block).to(torch.float32)
+        block.cfg.dtype = torch.float32  # the copy's own config: its LayerNorms cast to this
+        x = x.float()
     gen = torch.Generator(device="cpu").manual_seed(seed)
     v = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x)
     with torch.enable_grad():

@@ -53,6 +53,13 @@ def keys_transformed(cfg) -> bool:
     )
 
 
+def out_weight(attn) -> Float[Tensor, "d_model head_d_head"]:
+    """``W_O`` as TransformerLens passes it to ``F.linear``: ``[d_model, (head d_head)]``
+    row-major (a view under ``workbench.weight_layout``). A transposed view instead would run
+    half precision through a slow kernel on CPUs and round differently from TransformerLens."""
+    return attn.W_O.permute(2, 0, 1).reshape(attn.cfg.d_model, -1).contiguous()
+
+
 def supports(model: HookedTransformer, hook_names: Iterable[str] = ()) -> bool:
     """Whether ``step`` computes this model's forward, with these hooks on, as TL would."""
     cfg = model.cfg
@@ -80,8 +87,7 @@ class Buffers:
         shape = (rows, kv_heads, context, cfg.d_head)
         self.keys = [torch.empty(shape, dtype=cfg.dtype, device=cfg.device) for _ in model.blocks]
         self.values = [torch.empty_like(k) for k in self.keys]
-        # F.linear(z, w) is z @ w.T: the transpose of W_O viewed as [(head d_head), d_model]
-        self.w_o = [block.attn.W_O.reshape(-1, cfg.d_model).T for block in model.blocks]
+        self.w_o = [out_weight(block.attn) for block in model.blocks]
 
     def load(
         self,

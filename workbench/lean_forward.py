@@ -80,5 +80,5 @@ def _attention(attn, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "ba
         pattern = torch.where(torch.isnan(pattern), torch.zeros_like(pattern), pattern)
     pattern = attn.hook_pattern(pattern).to(device=v.device, dtype=v.dtype)
     z = attn.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))
-    w_o = attn.W_O.reshape(-1, attn.cfg.d_model).T.contiguous()  # TL's layout: same kernel
+    w_o = fast_step.out_weight(attn)  # TL's layout: same kernel
     return F.linear(z.reshape(b, t, -1).to(w_o.dtype), w_o, attn.b_O)

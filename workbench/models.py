@@ -35,6 +35,7 @@ from transformer_lens import loading_from_pretrained as tl_loading
 from workbench import checkpoints
 from workbench.checkpoints import ModelLoadError
 from workbench.organism import registry
+from workbench.weight_layout import hf_layout
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def load_model(
         model = checkpoints.load(Path(name).expanduser(), dev, torch_dtype, processing)
     else:
         model = _load_hub(name, dev, torch_dtype, processing, checkpoint, from_pretrained_kwargs)
-    return model.eval()
+    return hf_layout(model).eval()
 
 
 def _load_hub(
