@@ -29,22 +29,26 @@ def raw_load(path, dtype):
     return checkpoints.load(path, torch.device("cpu"), dtype, NO_PROCESSING).eval()
 
 
-def test_values_and_shapes_unchanged(family_dir):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_values_and_shapes_unchanged(family_dir, dtype):
     _, path = family_dir
-    before = raw_load(path, torch.float32)
-    after = load_model(path, device="cpu")
+    before = raw_load(path, dtype)
+    after = load_model(path, device="cpu", dtype=dtype)
     a, b = before.state_dict(), after.state_dict()
     assert a.keys() == b.keys()
     for key in a:
         assert a[key].shape == b[key].shape and torch.equal(a[key], b[key]), key
 
 
-def test_transformer_lens_rearrangements_become_views(family_dir):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_transformer_lens_rearrangements_become_views(family_dir, dtype):
     """What TransformerLens hands ``F.linear`` is contiguous already, so ``.contiguous()`` is free;
-    the standard MLP's ``addmm`` gets ``nn.Linear``'s column-major weight."""
+    in half precision the standard MLP's ``addmm`` gets ``nn.Linear``'s column-major weight, in
+    float32 it keeps TransformerLens' row-major one."""
     _, path = family_dir
-    model = load_model(path, device="cpu")
-    assert model.W_U.T.is_contiguous()
+    model = load_model(path, device="cpu", dtype=dtype)
+    half = dtype != "float32"
+    assert model.W_U.T.is_contiguous() == half and model.W_U.is_contiguous() != half
     for block in model.blocks:
         attn = block.attn
         w_o = einops.rearrange(attn.W_O, "h dh dm -> dm (h dh)")
@@ -55,7 +59,7 @@ def test_transformer_lens_rearrangements_become_views(family_dir):
         for name in ("W_in", "W_gate", "W_out"):
             weight = getattr(block.mlp, name, None)
             if weight is not None:
-                assert weight.T.is_contiguous(), name
+                assert weight.T.is_contiguous() == half, name
 
 
 def _hf_mlps(hf):
@@ -94,7 +98,7 @@ def test_float32_logits_unchanged(family_dir):
 
 
 def test_relayout_is_idempotent(tiny_neox_dir):
-    model = load_model(tiny_neox_dir, device="cpu")
+    model = load_model(tiny_neox_dir, device="cpu", dtype="bfloat16")
     strides = {k: v.stride() for k, v in model.state_dict().items()}
     hf_layout(model)
     assert strides == {k: v.stride() for k, v in model.state_dict().items()}

