@@ -232,6 +232,16 @@ def test_jacobian_power_iteration_matches_dense_svd(neo64):
     assert est[0] >= dense * (1 - 1e-3)
 
 
+def test_jacobian_reference_reports_its_cost(neox64, caplog):
+    with caplog.at_level("INFO", logger="workbench.bounds"):
+        tables = compute_bounds(
+            neox64, TOKENS[:3], [1], prefix_len=PREFIX, jacobian_samples=2, jacobian_iters=2
+        )
+    n_layers = neox64.cfg.n_layers - 1  # from the swept block on
+    assert len(tables["jacobian"]) == n_layers * 2
+    assert f"Jacobian reference: {n_layers} layers x 2 samples x 2 iterations" in caplog.text
+
+
 def test_half_precision_jacobian_is_the_float32_blocks(tiny_neox_dir):
     """A bfloat16 model's reference is the float32 block at its (bf16-rounded) weights, at its
     bf16 stream: oracle, the float32 model whose weights and tables (rotary sin/cos) are rounded

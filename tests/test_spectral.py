@@ -191,16 +191,20 @@ def test_weight_tier_is_finite_at_36_blocks(dtype):
         assert math.isclose(math.log(prod), lw, rel_tol=1e-12)
 
 
-def test_weight_norms_are_cached_by_the_weights(tmp_path, monkeypatch):
+def test_weight_norms_are_cached_by_the_weights(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("WORKBENCH_BOUNDS_CACHE", str(tmp_path))
     model = _deep_model(2, torch.float64)
-    first = bw.weight_norms(model)
+    with caplog.at_level("INFO", logger="workbench.bounds"):
+        first = bw.weight_norms(model)
+    assert "weight constants of 2 blocks:" in caplog.text  # the time of the computation is shown
+    caplog.clear()
     files = list(tmp_path.glob("*.pt"))
     assert len(files) == 1 and files[0].stem == bw.weights_key(model)
     calls = []
     monkeypatch.setattr(bw, "_block_norms", lambda *a: calls.append(a) or {})
-    again = bw.weight_norms(model)  # from the cache: nothing recomputed
-    assert not calls
+    with caplog.at_level("INFO", logger="workbench.bounds"):
+        again = bw.weight_norms(model)  # from the cache: nothing recomputed
+    assert not calls and "weight constants" not in caplog.text
     for a, b in zip(first, again, strict=True):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     key = bw.weights_key(model)

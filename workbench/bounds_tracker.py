@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -290,7 +291,7 @@ class Tracker:
 
     def jacobian(self, n_samples: int, iters: int, first: int, model_name: str) -> pd.DataFrame:
         """Spectral norm of each block's Jacobian (lowest swept block on) on a few samples."""
-        rows = []
+        rows, start = [], time.perf_counter()
         lowest = self.clean.get(self.low)
         for lay in range(self.low, self.L):
             x = self.clean.get(lay, lowest if lay == self.low else None)
@@ -309,4 +310,11 @@ class Tracker:
                     }
                 )
             )
+        log.info(
+            "Jacobian reference: %d layers x %d samples x %d iterations, %.1f s",
+            len(rows),
+            min(n_samples, len(self.tokens)),
+            iters,
+            time.perf_counter() - start,
+        )
         return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,10 +204,15 @@ def weight_norms(model: HookedTransformer, cache: bool = True) -> list[dict[str,
             return torch.load(path, weights_only=True)
         except (OSError, RuntimeError, EOFError):
             log.warning("ignoring an unreadable cache file %s", path)
-    work = Workspace()
+    start, work = time.perf_counter(), Workspace()
     with torch.no_grad():
         norms = [_block_norms(block, work) for block in model.blocks]
     norms = [{k: v.cpu() for k, v in n.items()} for n in norms]
+    log.info(
+        "weight constants of %d blocks: %.1f s (cached for these weights from now on)",
+        len(norms),
+        time.perf_counter() - start,
+    )
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
