@@ -45,10 +45,9 @@ def kernels(rows: int, d_in: int, d_out: int, repeats: int) -> None:
         )
 
 
-def block(dtype: torch.dtype, repeats: int) -> None:
+def pythia_block_model(dtype: torch.dtype):
+    """A one-block TransformerLens model of Pythia-2.8b's block shape, random weights."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    from workbench.weight_layout import hf_layout
 
     cfg = HookedTransformerConfig(
         n_layers=1, d_model=2560, n_heads=32, d_head=80, d_mlp=10240, n_ctx=64, d_vocab=512,
@@ -56,7 +55,13 @@ def block(dtype: torch.dtype, repeats: int) -> None:
         rotary_dim=20, parallel_attn_mlp=True, dtype=dtype,
         original_architecture="GPTNeoXForCausalLM",
     )  # fmt: skip
-    model = HookedTransformer(cfg).eval()
+    return HookedTransformer(cfg).eval()
+
+
+def block(dtype: torch.dtype, repeats: int) -> None:
+    from workbench.weight_layout import hf_layout
+
+    model = pythia_block_model(dtype)
     resid = torch.randn(4, 64, 2560).to(dtype)
     with torch.no_grad():
         before = seconds(model.blocks[0], resid, repeats=repeats)
