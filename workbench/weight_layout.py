@@ -2,11 +2,11 @@
 
 TransformerLens stores a standard MLP's ``W_in`` / ``W_out`` as ``[d_in, d_out]`` row-major and
 multiplies with ``torch.addmm(b, x, W)``. On a CPU, PyTorch's bfloat16 and float16 ``addmm``
-with that layout falls back to a naive single-threaded kernel: 0.27 GFLOPS for a
-``[4, 2560] @ [2560, 10240]`` product on this machine's 2 cores, against 20.5 GFLOPS (bfloat16)
-and 24.6 GFLOPS (float16) for the same product with the weight stored ``[d_out, d_in]``
-row-major, which is ``nn.Linear``'s layout (``tests/benchmarks/bench_weight_layout.py``). At the
-Pythia-2.8b shape the slow MLP alone made a bfloat16 decode step take seconds.
+with that layout falls back to a naive kernel: 0.25 GFLOPS for a ``[64, 2560] @ [2560, 10240]``
+product on this machine's 2 cores, against 20.1 GFLOPS (bfloat16) and 26.5 GFLOPS (float16) for
+the same product with the weight stored ``[d_out, d_in]`` row-major, which is ``nn.Linear``'s
+layout (at 4 rows: 0.25 against 6.6 and 10.0; ``tests/benchmarks/bench_weight_layout.py``). At
+the Pythia-2.8b shape the slow MLP alone made a bfloat16 decode step take seconds.
 
 ``hf_layout`` re-lays weights without changing a value or a shape, only strides:
 
@@ -34,8 +34,7 @@ _HALF = (torch.bfloat16, torch.float16)
 def _relay(param: torch.nn.Parameter, storage_order: tuple[int, ...]) -> None:
     """Keep ``param``'s values and shape; store it contiguous in the dimension order given."""
     inverse = sorted(range(len(storage_order)), key=storage_order.__getitem__)
-    data = param.data.permute(storage_order).contiguous().permute(inverse)
-    param.data = data
+    param.data = param.data.permute(storage_order).contiguous().permute(inverse)
 
 
 def _is_half_matrix(weight: object) -> bool:

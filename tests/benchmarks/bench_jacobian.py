@@ -11,18 +11,12 @@ Run by hand (not collected by pytest):
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from bench_weight_layout import pythia_block_model, seconds
+from bench_weight_layout import parse_args, pythia_block_model, seconds
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(__doc__)
     block = pythia_block_model(torch.float32).blocks[0]
     gen = torch.Generator().manual_seed(0)
     x, v = (torch.randn(4, 64, 2560, generator=gen) for _ in range(2))

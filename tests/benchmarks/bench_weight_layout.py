@@ -20,6 +20,16 @@ import torch
 import torch.nn.functional as F
 
 
+def parse_args(doc: str) -> argparse.Namespace:
+    """``--threads`` (set for torch here) and ``--repeats``: the options of these benchmarks."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def seconds(fn, *args, repeats: int) -> float:
     fn(*args)
     start = time.perf_counter()
@@ -77,11 +87,7 @@ def block(dtype: torch.dtype, repeats: int) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(__doc__)
     print(f"torch {torch.__version__}, {args.threads} threads")
     for rows in (4, 64):
         kernels(rows, 2560, 10240, args.repeats)
