@@ -79,15 +79,19 @@ def test_certificates_hold_on_random_configurations(data):
 
 @ORGANISM
 def test_organism_certificates_and_a_wrong_constant(monkeypatch):
-    """On the organism every certificate holds; with a wrong unembedding gain (0) the same test
-    fails: it certifies memorized samples whose greedy suffix the short-circuit did change."""
+    """On the organism every certificate holds; with wrong unembedding directions (0: the gain
+    and every pairwise D_ab vanish) the same test fails: it certifies memorized samples whose
+    greedy suffix the short-circuit did change."""
     from workbench import bounds_tracker
 
     model = load_model(None, device="cpu", dtype="float64")
     tokens = np.load(registry.DEFAULT_MEMORIZED_SET)[:8]
     kw = dict(prefix_len=32, jacobian_samples=0, decode=False, batch_size=8, blocks=[0, 11])
     assert_certificates_sound(compute_bounds(model, tokens, **kw))
-    monkeypatch.setattr(bounds_tracker, "unembed_column_gain", lambda model: 0.0)
+    real = bounds_tracker.unembed_directions
+    monkeypatch.setattr(
+        bounds_tracker, "unembed_directions", lambda model, cols: 0 * real(model, cols)
+    )
     with pytest.raises(AssertionError):
         assert_certificates_sound(compute_bounds(model, tokens, **kw))
 
@@ -150,3 +154,70 @@ def test_unembed_gain_against_an_explicit_projection(neox64):
     for chunk in (3, 4096):
         got = unembed_column_gain(neox64, chunk=chunk)
         assert expect <= got <= expect * (1 + 1e-9)
+
+
+def explicit_directions(model) -> torch.Tensor:
+    """P diag(γ_f) W_U with an explicit centring matrix (float64), [d_model, vocab]."""
+    d = model.cfg.d_model
+    p = torch.eye(d, dtype=torch.float64) - torch.full((d, d), 1 / d, dtype=torch.float64)
+    return p @ torch.diag(model.ln_final.w.double()) @ model.unembed.W_U.double()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), scale=st.sampled_from([1e-3, 0.1, 1.0, 10.0]))
+def test_pairwise_certificate_against_the_explicit_gaps(neox64, seed, scale):
+    """``pairwise_safe`` equals the rule computed from explicit column differences, is sound
+    against the worst perturbation of each competitor (ε (w_b − w_a)/‖w_b − w_a‖ on the
+    normalised output flips the gap exactly when it is not certified), and never certifies
+    less than the single-gain test."""
+    from workbench.bounds_tracker import pairwise_safe, unembed_column_gain
+
+    gen = torch.Generator().manual_seed(seed)
+    m = explicit_directions(neox64)
+    n, v = 7, m.shape[1]
+    logits = torch.randn(n, v, generator=gen, dtype=torch.float64) * 3
+    top = logits.argmax(-1)
+    eps_n = torch.rand(n, generator=gen, dtype=torch.float64) * scale
+    slack = torch.zeros(n, dtype=torch.float64)
+    got = pairwise_safe(neox64, top, logits, eps_n, slack, rtol=0.0, chunk=5)
+    dist = torch.linalg.vector_norm(m.T[top][:, :, None] - m[None], dim=1)  # [n, v]
+    gap = logits.gather(-1, top[:, None]) - logits
+    worst = gap - eps_n[:, None] * dist  # the gap after the worst perturbation against b
+    worst.scatter_(1, top[:, None], math.inf)
+    assert torch.equal(got, (worst > 0).all(-1))
+    g = unembed_column_gain(neox64)
+    top2 = logits.topk(2, -1).values
+    assert (got >= (top2[:, 0] - top2[:, 1] > 2 * g * eps_n)).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    d=st.integers(3, 24),
+    frac=st.floats(0.01, 0.99),
+    eps=st.sampled_from([1e-12, 1e-5, 0.1]),
+)
+def test_layernorm_chord_bound_holds_and_is_attained_on_the_tangent(seed, d, frac, eps):
+    """(LN)'s chord term: a change of size e along the tangent of the cone around x (the largest
+    turn of the normalised vector) reaches the bound when eps is negligible, and never exceeds
+    it; the mean-value term alone would be looser there by up to c/(c − e)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, d, generator=gen, dtype=torch.float64)
+    y = x - x.mean(-1, keepdim=True)
+    c = torch.linalg.vector_norm(y, dim=-1)
+    t = torch.randn(1, d, generator=gen, dtype=torch.float64)
+    t = t - t.mean(-1, keepdim=True)
+    t = t - (t * y).sum(-1, keepdim=True) / c**2 * y
+    t = t / torch.linalg.vector_norm(t, dim=-1, keepdim=True)
+    e = frac * c
+    delta = -(e**2 / c**2)[:, None] * y + (e * math.sqrt(1 - frac**2))[:, None] * t
+
+    def n(z):
+        z = z - z.mean(-1, keepdim=True)
+        return z / torch.sqrt(z.pow(2).mean(-1, keepdim=True) + eps)
+
+    got = torch.linalg.vector_norm(n(x + delta) - n(x), dim=-1)
+    bound = bm._ln_gain(e, c, d, eps)
+    assert (got <= bound * (1 + 1e-9)).all()
+    if eps * d < 1e-9 * c.item() ** 2:
+        assert (got >= bound * (1 - 1e-6)).all()

@@ -25,8 +25,9 @@ the identity) and every later layer l, per sample and per token, these numbers a
 5. **measured**: ‖Δ_{l,t}‖ itself, with the measured per-block gain and, as a first-order
    reference, the spectral norm of each block's Jacobian at the clean point.
 
-Per sample, ``certified_unchanged``: the greedy suffix provably cannot change (clean margins
-against the certified bound on the logit change, ``Tracker.certificate``).
+Per sample, ``certified_unchanged``: the greedy suffix provably cannot change (each clean
+top-1/competitor gap against the certified bound on its change, ``Tracker.certificate``), and
+``certified_positions``: the fraction of suffix positions whose argmax provably cannot.
 
 The derivation is in ``workbench.bounds_math`` and docs/bounds.md. measured ≤ segment ≤
 certified ≤ min(weight, trivial) must hold for every block, layer and token: float64 tolerance
@@ -221,6 +222,7 @@ def summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         kl=("kl", "mean"),
         max_abs_dlogp=("max_abs_dlogp", "max"),
         certified_unchanged=("certified_unchanged", "mean"),
+        certified_positions=("certified_positions", "mean"),
         exact_match_changed=("em_changed", "mean"),
     )
     scores = mem.groupby("intervention").agg(

@@ -196,9 +196,13 @@ def stat_hooks(
 
 
 def _ln_gain(e: Tensor, c: Tensor, d: int, eps: float) -> Tensor:
-    """ε̃ bound (LN): ‖n(x') − n(x)‖ given ‖Δ‖ ≤ e and the clean centred norm c."""
+    """ε̃ bound (LN): ‖n(x') − n(x)‖ given ‖Δ‖ ≤ e and the clean centred norm c: the least of
+    the mean-value bound, the chord bound and 2√d (docs/bounds.md, lemma LN)."""
     sigma_seg = torch.sqrt((c - e).clamp(min=0) ** 2 / d + eps)
-    return torch.minimum(e / sigma_seg, torch.full_like(e, 2 * math.sqrt(d)))
+    u = e / torch.sqrt(c * c + d * eps)  # sin of the largest angle, where u < 1
+    chord = u * torch.sqrt(2 / (1 + torch.sqrt((1 - u * u).clamp(min=0))))  # 2 sin(asin(u)/2)
+    chord = torch.where(u < 1, chord * math.sqrt(d), 2 * math.sqrt(d))
+    return torch.minimum(torch.minimum(e / sigma_seg, chord), torch.full_like(e, 2 * math.sqrt(d)))
 
 
 def attention_step(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -30,18 +30,55 @@ def norm_dtype(model: HookedTransformer) -> torch.dtype:
     return torch.float64 if model.cfg.dtype == torch.float64 else torch.float32
 
 
+def unembed_directions(model: HookedTransformer, cols: Tensor | slice) -> Tensor:
+    """P diag(γ_f) W_U[:, cols] in float64: how the final LayerNorm's normalised output (centred,
+    so only P of it matters) moves each of those logits. [d_model, len(cols)]"""
+    g = model.unembed.W_U.detach()[:, cols].double()
+    gamma = getattr(model.ln_final, "w", None)
+    g = g if gamma is None else gamma.detach().double()[:, None] * g
+    return g - g.mean(0, keepdim=True)
+
+
 def unembed_column_gain(model: HookedTransformer, chunk: int = 4096) -> float:
     """G = max_j ‖P diag(γ_f) W_U[:, j]‖₂ (float64, rounded up): the gain from the final
     LayerNorm's normalised output to any one logit (columns in chunks: no float64 copy of W_U)."""
-    w_u = model.unembed.W_U.detach()
-    gamma = getattr(model.ln_final, "w", None)
     best = 0.0
-    for j in range(0, w_u.shape[1], chunk):
-        g = w_u[:, j : j + chunk].double()
-        g = g if gamma is None else gamma.detach().double()[:, None] * g
-        g = g - g.mean(0, keepdim=True)
-        best = max(best, float(torch.linalg.vector_norm(g, dim=0).max()))
+    for j in range(0, model.cfg.d_vocab, chunk):
+        w = unembed_directions(model, slice(j, j + chunk))
+        best = max(best, float(torch.linalg.vector_norm(w, dim=0).max()))
     return best * (1 + 1e-12)
+
+
+def pairwise_safe(
+    model: HookedTransformer,
+    top: Int[Tensor, " n"],
+    logits: Float[Tensor, "n vocab"],
+    eps_n: Float[Tensor, " n"],
+    slack: Float[Tensor, " n"],
+    rtol: float,
+    chunk: int = 4096,
+) -> Bool[Tensor, " n"]:
+    """Per position: no competitor b can overtake the clean top-1 a when ‖n' − n‖ ≤ eps_n.
+
+    The gap logit_a − logit_b moves by (n' − n)·P diag(γ_f)(W_U[:, a] − W_U[:, b]) (b_U and β
+    cancel, n' − n is centred), at most eps_n D_ab with D_ab = ‖w_a − w_b‖ (``unembed_directions``);
+    so the argmax holds when every clean gap exceeds eps_n D_ab (with the rounding slack). D_ab ≤
+    2G: never weaker than the single-gain test, and far stronger where the runner-up's direction
+    is close to the top token's. D_ab² = ‖w_a‖² + ‖w_b‖² − 2 w_a·w_b in float64, plus 1e-12 of
+    the squared norms for its rounding."""
+    dev = logits.device
+    w_a = unembed_directions(model, top.cpu()).T.to(dev)  # [n, d]
+    na = (w_a * w_a).sum(-1, keepdim=True)
+    ok = torch.ones(len(top), dtype=torch.bool, device=dev)
+    for j in range(0, model.cfg.d_vocab, chunk):
+        w = unembed_directions(model, slice(j, j + chunk)).to(dev)
+        nb = (w * w).sum(0, keepdim=True)
+        d2 = (na + nb - 2 * w_a @ w).clamp(min=0) + 1e-12 * (na + nb)
+        need = (eps_n[:, None].double() * d2.sqrt()) * (1 + rtol) + slack[:, None].double()
+        gap = (logits.gather(-1, top[:, None]) - logits[:, j : j + chunk]).double()
+        own = torch.arange(j, j + w.shape[1], device=dev)[None] == top[:, None]
+        ok &= ((gap > need) | own).all(-1)
+    return ok
 
 
 class Tracker:
@@ -73,6 +110,7 @@ class Tracker:
         self.clean_pattern: dict[int, Tensor] = {}  # layer -> clean attention pattern
         self.segments: dict[int, Segment] = {}
         self.clean_lp: Tensor | None = None
+        self.logits: Tensor | None = None  # [B, S, V] clean logits, suffix positions
         self.margin: Tensor | None = None  # [B, S] clean top-1 − top-2 logit, suffix positions
         self.greedy_true: Tensor | None = None  # [B] the clean argmax is the true token at all S
         self.logit_scale: Tensor | None = None  # [B] max |logit| (rounding slack)
@@ -100,7 +138,7 @@ class Tracker:
             self.clean[self.L] = x
             self.stats[self.L].xnorm = torch.linalg.vector_norm(x.to(nd), dim=-1)
             self.stats[self.L].c1 = bm.centred_norm(x.to(nd))
-            logits = self._suffix_logits(x)
+            self.logits = logits = self._suffix_logits(x)
             self.clean_lp = torch.log_softmax(logits, dim=-1)
             top = logits.topk(min(2, logits.shape[-1]), dim=-1)
             self.margin = top.values[..., 0] - top.values[..., -1]
@@ -129,12 +167,14 @@ class Tracker:
         """log p(· | context) at the positions that predict the suffix, in the norm dtype."""
         return torch.log_softmax(self._suffix_logits(x), dim=-1)
 
-    def certificate(self, e_final: Tensor) -> tuple[Tensor, Tensor]:
-        """Per sample: whether the greedy suffix provably cannot change, and the logit bound.
+    def certificate(self, e_final: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per sample: whether the greedy suffix provably cannot change, the fraction of suffix
+        positions whose teacher-forced argmax provably cannot, and the single-gain logit bound.
 
         With e_t ≥ ‖Δ_{L,t}‖ at the final stream, the final LayerNorm moves by at most ε̃_t (LN),
         and logit j by |(n' − n)·P diag(γ_f) W_U[:, j]| ≤ ε̃_t ‖P diag(γ_f) W_U[:, j]‖ ≤ ε̃_t G
-        (b_U cancels). A clean top-1/top-2 margin above 2 ε̃_t G keeps the argmax at t. When the
+        (b_U cancels). A clean top-1/top-2 margin above 2 ε̃_t G keeps the argmax at t; where it
+        does not, ``pairwise_safe`` checks every competitor's own gap against ε̃_t D_ab. When the
         clean argmax is the true token at every suffix position, the clean greedy suffix *is*
         the true one and the teacher-forced contexts are the greedy ones, so the intervened
         greedy suffix is the same if the argmax holds at every suffix position.
@@ -143,9 +183,16 @@ class Tracker:
         e = e_final[:, self.prefix_len - 1 : -1]
         eps_n = bm._ln_gain(e, st.c1[:, self.prefix_len - 1 : -1], c.d, float(self.model.cfg.eps))
         bound = 2 * self.unembed_gain * eps_n  # [B, S] bound on the change of any logit gap
-        slack = self.rtol * self.logit_scale[:, None]  # the model's own rounding of the logits
-        safe = (self.margin > bound * (1 + self.rtol) + slack).all(-1) & self.greedy_true
-        return safe, bound.amax(-1)
+        slack = (self.rtol * self.logit_scale[:, None]).expand_as(bound)  # the logits' rounding
+        held = self.margin > bound * (1 + self.rtol) + slack
+        rest = ~held
+        if rest.any():
+            top = self.logits[rest].argmax(-1)
+            held[rest] = pairwise_safe(
+                self.model, top, self.logits[rest], eps_n[rest], slack[rest], self.rtol
+            )
+        safe = held.all(-1) & self.greedy_true
+        return safe, held.double().mean(-1), bound.amax(-1)
 
     def _measure_hooks(self, block: int) -> list:
         out = self.measured[block] = {}
@@ -266,7 +313,7 @@ class Tracker:
                     log.error(
                         "bound violated: block %d layer %d, %d tokens", block, lay, int(bad.sum())
                     )
-            safe, logit_bound = self.certificate(cert[-1])
+            safe, positions, logit_bound = self.certificate(cert[-1])
             samples.append(
                 pd.DataFrame(
                     {
@@ -276,6 +323,7 @@ class Tracker:
                         "kl": meas["kl"].cpu().double().numpy(),
                         "max_abs_dlogp": meas["dlogp"].cpu().double().numpy(),
                         "certified_unchanged": safe.cpu().numpy(),
+                        "certified_positions": positions.cpu().numpy(),
                         "logit_gap_bound": logit_bound.cpu().double().numpy(),
                         "min_margin": self.margin.amin(-1).cpu().double().numpy(),
                     }
