@@ -63,3 +63,29 @@ def test_the_organism_takes_the_lean_forward_in_every_dtype(dtype):
     )
     with torch.inference_mode():
         assert torch.equal(lean_forward.forward(model, tokens), model(tokens, stop_at_layer=12))
+
+
+@pytest.mark.parametrize(
+    "sc",
+    [CLEAN, ShortCircuit((2,)), ShortCircuit((1, 2), kind="zero"), ShortCircuit(2, (0, 3))],
+)
+def test_trimmed_last_block_equals_the_full_forward_there(family, sc):  # noqa: F811
+    """``first``: the positions from ``first`` on, as TransformerLens computes them (to float32
+    rounding: the matrix products run on fewer rows), with interventions on the last block whose
+    hooks see values at every position and the attention output at the trimmed ones only."""
+    if not lean_forward.supports(family):
+        return
+    last = family.cfg.n_layers - 1
+    sc = ShortCircuit(tuple(min(b, last) for b in sc.blocks), sc.heads, sc.kind)
+    gen = torch.Generator().manual_seed(3)
+    tokens = torch.randint(1, family.cfg.d_vocab, (3, 20), generator=gen)
+    with torch.inference_mode(), family.hooks(fwd_hooks=sc.hooks(family)):
+        ref = family(tokens, stop_at_layer=family.cfg.n_layers)
+        for first in (1, 7, 19):
+            out = lean_forward.forward(family, tokens, None, first)
+            assert out.shape == ref[:, first:].shape
+            torch.testing.assert_close(out, ref[:, first:], rtol=1e-5, atol=1e-5)
+            start = family(tokens, stop_at_layer=last)  # from the last block's own input
+            torch.testing.assert_close(
+                lean_forward.forward(family, start, last, first), ref[:, first:]
+            )

@@ -277,7 +277,12 @@ def test_cost_counts_forward_work(tiny_neox):
     tokens = memorized_set(tiny_neox)
     cost, naive = Cost(), Cost()
     evaluate_batch(tiny_neox, tokens, [CLEAN], prefix_len=P, decode=False, cost=cost)
-    assert cost.calls == 1 and cost.forward_equivalents(len(tokens), P + S, 3) == 1.0
+    # two blocks on every position, the last one only from the first suffix-predicting one
+    assert cost.calls == 1 and cost.position_blocks == len(tokens) * (2 * (P + S) + S + 1)
+    full = Cost()  # a hook of someone else's on the last block: it runs on every position
+    with tiny_neox.hooks(fwd_hooks=[("blocks.2.hook_mlp_out", lambda act, hook: None)]):
+        evaluate_batch(tiny_neox, tokens, [CLEAN], prefix_len=P, decode=False, cost=full)
+    assert full.forward_equivalents(len(tokens), P + S, 3) == 1.0
     naive_greedy(tiny_neox, tokens[:, :P], S, cost=naive)
     assert naive.calls == S and naive.position_blocks == len(tokens) * (P + S - 1) * 3
 

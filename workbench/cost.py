@@ -46,9 +46,12 @@ class Cost:
     calls: int = 0
     position_blocks: int = 0
 
-    def add(self, batch: int, positions: int, blocks: int) -> None:
+    def add(self, batch: int, positions: int, blocks: int, last: int | None = None) -> None:
+        """One forward call: ``positions`` through ``blocks`` blocks, the last of them through
+        ``last`` positions when it computes fewer (keys and values aside, as in the floor)."""
         self.calls += 1
-        self.position_blocks += batch * positions * blocks
+        last = positions if last is None else last
+        self.position_blocks += batch * (positions * (blocks - 1) + last) if blocks else 0
 
     def forward_equivalents(self, n_samples: int, seq_len: int, n_layers: int) -> float:
         """In full forward passes over the data set (N samples × T positions × L blocks)."""

@@ -118,9 +118,11 @@ def naive_greedy(
     return torch.cat(out, dim=1).cpu()
 
 
-def _count(cost: Cost | None, batch: int, positions: int, blocks: int) -> None:
+def _count(
+    cost: Cost | None, batch: int, positions: int, blocks: int, last: int | None = None
+) -> None:
     if cost is not None:
-        cost.add(batch, positions, blocks)
+        cost.add(batch, positions, blocks, last)
 
 
 def _kv_capture(layers: range, store: dict[int, list], key_hook: str = "hook_k") -> list[Hook]:
@@ -215,8 +217,15 @@ def evaluate_batch(
     if observer is not None and CLEAN in interventions:
         extra = extra + observer(CLEAN, batch_index)
     at = slice(prefix_len - 1, seq - 1)  # the positions predicting the suffix
-    clean_logits, resid = clean_pass(model, tokens, starts, extra_hooks=extra, positions=at)
-    _count(cost, b, seq, n_layers)
+    last = f"blocks.{n_layers - 1}."
+    trim = observer is None and not any(  # no hooks but the engine's own on the last block
+        name.startswith(last) for name, point in model.hook_dict.items() if point.fwd_hooks
+    )
+    tail = seq - at.start if trim else None  # positions the last block computes
+    clean_logits, resid = clean_pass(
+        model, tokens, starts, extra_hooks=extra, positions=at, trim=trim
+    )
+    _count(cost, b, seq, n_layers, tail)
 
     results: dict[ShortCircuit, BatchResult] = {}
     pool: list[tuple[ShortCircuit, Tensor, Tensor, dict[int, list]]] = []
@@ -233,8 +242,10 @@ def evaluate_batch(
             extra = _kv_capture(range(start, n_layers), kv, key_hook) if reuse else []
             if observer is not None:
                 extra = extra + observer(sc, batch_index)
-            logits = intervened_pass(model, tokens, sc, resid, extra_hooks=extra, positions=at)
-            _count(cost, b, seq, n_layers - start)
+            logits = intervened_pass(
+                model, tokens, sc, resid, extra_hooks=extra, positions=at, trim=trim
+            )
+            _count(cost, b, seq, n_layers - start, tail)
         res, argmax = _teacher_forced(logits, suffix)
         results[sc] = res
         if decode:

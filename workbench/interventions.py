@@ -228,17 +228,21 @@ def _block_hooks(
     def w_o() -> Float[Tensor, "head d_head d_model"]:
         return attn.W_O if heads is None else attn.W_O[list(heads)]
 
+    def values(attn_out: Tensor) -> Tensor:
+        """The values at attn_out's positions: the last ones, when a forward computes the
+        attention output only from some position on (``workbench.lean_forward``)."""
+        v = per_head(captured.pop("v"))
+        return v[:, v.shape[1] - attn_out.shape[1] :]
+
     def replace(attn_out: Float[Tensor, "batch pos d_model"], hook: HookPoint) -> Tensor:
         if kind == "zero" and heads is None:
             return torch.zeros_like(attn_out)
         if kind == "identity" and heads is None:
-            v = per_head(captured.pop("v"))
-            return torch.einsum("bphd,hdm->bpm", v, w_o()) + attn.b_O
+            return torch.einsum("bphd,hdm->bpm", values(attn_out), w_o()) + attn.b_O
         z = per_head(captured.pop("z"))
         if kind == "zero":
             return attn_out - torch.einsum("bphd,hdm->bpm", z, w_o())
-        v = per_head(captured.pop("v"))
-        return attn_out + torch.einsum("bphd,hdm->bpm", v - z, w_o())
+        return attn_out + torch.einsum("bphd,hdm->bpm", values(attn_out) - z, w_o())
 
     hooks: list[Hook] = []
     if kind == "identity":

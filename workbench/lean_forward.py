@@ -42,19 +42,31 @@ def forward(
     model: HookedTransformer,
     inputs: Int[Tensor, "batch pos"] | Float[Tensor, "batch pos d_model"],
     start: int | None = None,
-) -> Float[Tensor, "batch pos d_model"]:
+    first: int = 0,
+) -> Float[Tensor, "batch out d_model"]:
     """The residual stream after the last block: from the tokens (``start`` None) or from the
     stream entering block ``start``, as ``model(inputs, start_at_layer=start,
-    stop_at_layer=n_layers)`` computes it."""
+    stop_at_layer=n_layers)`` computes it.
+
+    ``first > 0`` returns positions ``first …`` only, and the last block computes only what they
+    need: keys and values at every position, queries, attention output and MLP from ``first`` on.
+    Its hook points from ``hook_q`` on (queries, scores, pattern, z, attention output, ln2, MLP,
+    resid_post) then see those positions only; the callers (``workbench.passes``) ask for it only
+    when the hooks there are the engine's own (``workbench.interventions`` handles it). The
+    positions' values equal the untrimmed forward's up to the rounding of matrix products on fewer
+    rows."""
     cfg = model.cfg
     if start is None:
         resid, *_ = model.input_to_embed(inputs)
         start = 0
     else:
         resid = inputs
-    for block in model.blocks[start:]:
+    blocks = model.blocks[start:]
+    for i, block in enumerate(blocks):
         resid = block.hook_resid_pre(resid)
-        attn_out = block.hook_attn_out(_attention(block.attn, block.ln1(resid)))
+        offset = first if i == len(blocks) - 1 else 0
+        attn_out = block.hook_attn_out(_attention(block.attn, block.ln1(resid), offset))
+        resid = resid[:, offset:]
         if cfg.attn_only:
             resid = block.hook_resid_post(resid + attn_out)
         elif cfg.parallel_attn_mlp:
@@ -66,14 +78,17 @@ def forward(
     return resid
 
 
-def _attention(attn, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+def _attention(
+    attn, x: Float[Tensor, "batch pos d_model"], first: int = 0
+) -> Float[Tensor, "batch out d_model"]:
+    """The attention output at positions ``first …`` (keys and values from every position)."""
     b, t = x.shape[:2]
-    q, k, v = attn.calculate_qkv_matrices(x, x, x)
+    q, k, v = attn.calculate_qkv_matrices(x[:, first:] if first else x, x, x)
     if attn.cfg.positional_embedding_type == "rotary":
-        q = attn.hook_rot_q(attn.apply_rotary(q, 0))
+        q = attn.hook_rot_q(attn.apply_rotary(q, first))
         k = attn.hook_rot_k(attn.apply_rotary(k, 0))
     scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)).div_(attn.attn_scale)  # in place
-    hidden = ~attn._make_causal_mask(t, t, 0, scores.device)
+    hidden = ~attn._make_causal_mask(t - first, t, first, scores.device)
     scores = attn.hook_attn_scores(scores.masked_fill_(hidden, attn.IGNORE.item()))
     pattern = F.softmax(scores, dim=-1)
     if pattern.isnan().any():  # TransformerLens' guard, one pass instead of three when not needed
@@ -81,4 +96,4 @@ def _attention(attn, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "ba
     pattern = attn.hook_pattern(pattern).to(device=v.device, dtype=v.dtype)
     z = attn.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))
     w_o = fast_step.out_weight(attn)  # TL's layout: same kernel
-    return F.linear(z.reshape(b, t, -1).to(w_o.dtype), w_o, attn.b_O)
+    return F.linear(z.reshape(b, t - first, -1).to(w_o.dtype), w_o, attn.b_O)

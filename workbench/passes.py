@@ -13,7 +13,11 @@ vocabulary at d_model 96 the unembedding of one position costs 3.5 blocks.
 
 The blocks run through ``workbench.lean_forward`` (TransformerLens' forward bit for bit, without
 its repeated LayerNorms) wherever it supports the model and no attention mask is given, else
-through the model's own forward.
+through the model's own forward. ``trim=True`` (with ``positions``) lets the lean forward's last
+block compute queries, attention output and MLP only from ``positions.start`` on (keys and values
+everywhere): only for callers whose hooks on that block are the interventions' and key/value
+captures (the memorization engine without an observer); a sweep's last block then costs
+(T − P + 1)/T of a block per pass.
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ def clean_pass(
     attention_mask: Int[Tensor, "batch pos"] | None = None,
     extra_hooks: list[Hook] | None = None,
     positions: slice | None = None,
+    trim: bool = False,
 ) -> tuple[Float[Tensor, "batch out d_vocab"], dict[int, Float[Tensor, "batch pos d_model"]]]:
     """Clean logits (at ``positions``; default all), and the residual stream entering each block
-    in ``keep_blocks``."""
+    in ``keep_blocks``. ``trim``: see the module docstring."""
     kept: dict[int, Tensor] = {}
 
     def keep(block: int) -> Callable:
@@ -51,7 +56,7 @@ def clean_pass(
 
     hooks = [(f"blocks.{b}.hook_resid_pre", keep(b)) for b in sorted(set(keep_blocks))]
     with torch.inference_mode(), model.hooks(fwd_hooks=hooks + (extra_hooks or [])):
-        logits = _logits(model, tokens, None, tokens, attention_mask, positions)
+        logits = _logits(model, tokens, None, tokens, attention_mask, positions, trim)
     return logits, kept
 
 
@@ -64,6 +69,7 @@ def intervened_pass(
     attention_mask: Int[Tensor, "batch pos"] | None = None,
     extra_hooks: list[Hook] | None = None,
     positions: slice | None = None,
+    trim: bool = False,
 ) -> Float[Tensor, "batch out d_vocab"]:
     """Logits under ``intervention`` (at ``positions``; default all), starting from the clean
     stream at its lowest block.
@@ -74,23 +80,26 @@ def intervened_pass(
     hooks = intervention.hooks(model) + (extra_hooks or [])
     with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
         if intervention.is_clean:
-            return _logits(model, tokens, None, tokens, attention_mask, positions)
+            return _logits(model, tokens, None, tokens, attention_mask, positions, trim)
         start = intervention.blocks[0]
         if start not in resid_pre:
             raise KeyError(
                 f"the clean pass did not keep the residual stream entering block {start}"
             )
-        return _logits(model, resid_pre[start], start, tokens, attention_mask, positions)
+        return _logits(model, resid_pre[start], start, tokens, attention_mask, positions, trim)
 
 
 def _logits(
-    model: HookedTransformer, inputs, start: int | None, tokens, attention_mask, positions
+    model: HookedTransformer, inputs, start: int | None, tokens, attention_mask, positions, trim
 ) -> Tensor:
     """The forward from block ``start`` (None: ``inputs`` are the tokens; else the stream entering
     it), with the final norm and unembedding at ``positions`` only, when given."""
     at = {} if start is None else {"start_at_layer": start, "tokens": tokens}
     if attention_mask is None and lean_forward.supports(model):
-        resid = lean_forward.forward(model, inputs, start)  # the same bits, less work
+        first = (positions.start or 0) if trim and positions is not None else 0
+        resid = lean_forward.forward(model, inputs, start, first)  # the same bits, less work
+        if first:
+            positions = slice(0, None if positions.stop is None else positions.stop - first)
     elif positions is None:
         return model(inputs, attention_mask=attention_mask, **at)
     else:
