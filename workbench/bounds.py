@@ -27,7 +27,8 @@ the identity) and every later layer l, per sample and per token, these numbers a
 
 Per sample, ``certified_unchanged``: the greedy suffix provably cannot change (each clean
 top-1/competitor gap against the certified bound on its change, ``Tracker.certificate``), and
-``certified_positions``: the fraction of suffix positions whose argmax provably cannot.
+``certified_positions``: the fraction of suffix positions whose argmax provably cannot (on
+samples whose clean greedy suffix is the true one; NaN elsewhere).
 
 The derivation is in ``workbench.bounds_math`` and docs/bounds.md. measured ≤ segment ≤
 certified ≤ min(weight, trivial) must hold for every block, layer and token: float64 tolerance

@@ -169,7 +169,8 @@ class Tracker:
 
     def certificate(self, e_final: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per sample: whether the greedy suffix provably cannot change, the fraction of suffix
-        positions whose teacher-forced argmax provably cannot, and the single-gain logit bound.
+        positions whose teacher-forced argmax provably cannot (NaN where the clean greedy suffix
+        is not the true one: no certificate there), and the single-gain logit bound.
 
         With e_t ≥ ‖Δ_{L,t}‖ at the final stream, the final LayerNorm moves by at most ε̃_t (LN),
         and logit j by |(n' − n)·P diag(γ_f) W_U[:, j]| ≤ ε̃_t ‖P diag(γ_f) W_U[:, j]‖ ≤ ε̃_t G
@@ -185,14 +186,15 @@ class Tracker:
         bound = 2 * self.unembed_gain * eps_n  # [B, S] bound on the change of any logit gap
         slack = (self.rtol * self.logit_scale[:, None]).expand_as(bound)  # the logits' rounding
         held = self.margin > bound * (1 + self.rtol) + slack
-        rest = ~held
+        rest = ~held & self.greedy_true[:, None]  # elsewhere no certificate is possible
         if rest.any():
             top = self.logits[rest].argmax(-1)
             held[rest] = pairwise_safe(
                 self.model, top, self.logits[rest], eps_n[rest], slack[rest], self.rtol
             )
         safe = held.all(-1) & self.greedy_true
-        return safe, held.double().mean(-1), bound.amax(-1)
+        positions = held.double().mean(-1).masked_fill(~self.greedy_true, float("nan"))
+        return safe, positions, bound.amax(-1)
 
     def _measure_hooks(self, block: int) -> list:
         out = self.measured[block] = {}

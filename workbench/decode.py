@@ -34,7 +34,9 @@ steps per batch instead of S per intervention per batch.
 **Cost** (one forward-pass equivalent, FPE = every sample's T positions through all L blocks).
 Naive generation costs (T − 1)/T FPE per configuration, in S sequential calls per batch. The
 engine costs 1 FPE for the clean pass, (L − i)/L for a configuration starting at block i, and
-(S − 1 − k)/T for each diverging sample. A per-block sweep of memorized samples thus needs
+(S − 1 − k)/T for each diverging sample. Each pass's last block runs on the S + 1 positions
+from P − 1 on only, when no observer hooks it (``workbench.passes``; its keys and values still
+everywhere, which the decode reuses). A per-block sweep of memorized samples thus needs
 ~(L + 3)/2 FPE instead of ~L + 1; samples that diverge early cost about what naive generation
 costs, since their remaining tokens must be decoded one at a time either way, and no exact method
 can avoid that: ``workbench.cost.exact_floor`` counts the least work any exact method needs.
