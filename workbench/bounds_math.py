@@ -201,8 +201,8 @@ def _ln_gain(e: Tensor, c: Tensor, d: int, eps: float) -> Tensor:
     sigma_seg = torch.sqrt((c - e).clamp(min=0) ** 2 / d + eps)
     u = e / torch.sqrt(c * c + d * eps)  # sin of the largest angle, where u < 1
     chord = u * torch.sqrt(2 / (1 + torch.sqrt((1 - u * u).clamp(min=0))))  # 2 sin(asin(u)/2)
-    chord = torch.where(u < 1, chord * math.sqrt(d), 2 * math.sqrt(d))
-    return torch.minimum(torch.minimum(e / sigma_seg, chord), torch.full_like(e, 2 * math.sqrt(d)))
+    chord = torch.where(u < 1, chord * math.sqrt(d), 2 * math.sqrt(d))  # never above 2√d
+    return torch.minimum(e / sigma_seg, chord)
 
 
 def attention_step(

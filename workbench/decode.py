@@ -202,7 +202,8 @@ def evaluate_batch(
     dev = model.cfg.device
     chunk_rows = chunk_rows or decode_rows
     hook_names = [name for sc in interventions for name, _ in sc.hooks(model)]
-    hook_names += [name for name, point in model.hook_dict.items() if point.fwd_hooks]
+    hooked = [name for name, point in model.hook_dict.items() if point.fwd_hooks]  # others'
+    hook_names += hooked
     if lean is None:
         lean = fast_step.supports(model, hook_names)
     elif lean and not fast_step.supports(model, hook_names):
@@ -219,10 +220,8 @@ def evaluate_batch(
     if observer is not None and CLEAN in interventions:
         extra = extra + observer(CLEAN, batch_index)
     at = slice(prefix_len - 1, seq - 1)  # the positions predicting the suffix
-    last = f"blocks.{n_layers - 1}."
-    trim = observer is None and not any(  # no hooks but the engine's own on the last block
-        name.startswith(last) for name, point in model.hook_dict.items() if point.fwd_hooks
-    )
+    last = f"blocks.{n_layers - 1}."  # trimmed when no hooks but the engine's own are there
+    trim = observer is None and not any(name.startswith(last) for name in hooked)
     tail = seq - at.start if trim else None  # positions the last block computes
     clean_logits, resid = clean_pass(
         model, tokens, starts, extra_hooks=extra, positions=at, trim=trim

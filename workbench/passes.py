@@ -97,7 +97,7 @@ def _logits(
     at = {} if start is None else {"start_at_layer": start, "tokens": tokens}
     if attention_mask is None and lean_forward.supports(model):
         first = (positions.start or 0) if trim and positions is not None else 0
-        resid = lean_forward.forward(model, inputs, start, first)  # the same bits, less work
+        resid = lean_forward.forward(model, inputs, start, first)  # TL's bits (first: its rounding)
         if first:
             positions = slice(0, None if positions.stop is None else positions.stop - first)
     elif positions is None:
