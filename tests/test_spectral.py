@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -111,15 +112,21 @@ def test_large_path_reads_one_triangle_of_reused_buffers():
 
 
 def test_cholesky_reads_one_triangle_only():
-    """What ``spectral._certified_top_upper`` relies on: with ``upper=True``, garbage below the
-    diagonal is ignored (its matrix is the column-major view of a row-major lower triangle)."""
+    """What ``spectral._certified_top_upper`` relies on: ``dpotrf`` with ``lower=0`` on the
+    column-major view of a row-major lower triangle ignores the NaN above it, factors in place,
+    and reports a matrix that is not positive definite."""
+    from scipy.linalg.lapack import dpotrf
+
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(300, 300, generator=gen, dtype=torch.float64)
     h = x @ x.T + torch.eye(300, dtype=torch.float64)
     lower = h.tril() + torch.full_like(h, math.nan).triu(1)
-    r, info = torch.linalg.cholesky_ex(lower.mT, upper=True)
-    assert info == 0
-    torch.testing.assert_close(r, torch.linalg.cholesky(h, upper=True), rtol=1e-12, atol=0)
+    out, info = dpotrf(lower.numpy().T, lower=0, clean=0, overwrite_a=1)
+    assert info == 0 and np.shares_memory(out, lower.numpy())
+    r = torch.from_numpy(out).triu()  # another LAPACK than torch's: equal to rounding
+    torch.testing.assert_close(r, torch.linalg.cholesky(h, upper=True), rtol=1e-12, atol=1e-12)
+    shifted = (h - 1.5 * torch.linalg.eigvalsh(h)[-1] * torch.eye(300, dtype=torch.float64)).tril()
+    assert dpotrf(shifted.numpy().T, lower=0, clean=0, overwrite_a=1)[1] > 0
 
 
 @pytest.fixture

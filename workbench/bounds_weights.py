@@ -149,21 +149,31 @@ def cache_dir() -> Path:
 
 
 def weights_key(model: HookedTransformer) -> str:
-    """blake2b of every tensor the constants read (and the settings they depend on)."""
+    """blake2b of every tensor the constants read (and the settings they depend on): one digest
+    per tensor, on a thread per core (hashlib releases the GIL), combined in a fixed order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     cfg = model.cfg
-    h = hashlib.blake2b(digest_size=20)
-    h.update(repr((CACHE_VERSION, cfg.d_model, cfg.n_heads, cfg.act_fn)).encode())
+    parts = []
     for block in model.blocks:
         attn = block.attn
-        parts = [attn.W_Q, attn.W_K, attn.W_V, attn.W_O, attn.b_Q, attn.b_K]
+        parts += [attn.W_Q, attn.W_K, attn.W_V, attn.W_O, attn.b_Q, attn.b_K]
         parts += [block.mlp.W_in, block.mlp.W_out]
         parts += [
             getattr(ln, n) for ln in (block.ln1, block.ln2) for n in ("w", "b") if hasattr(ln, n)
         ]
-        for t in parts:
-            t = t.detach().cpu().contiguous()
-            h.update(repr((str(t.dtype), tuple(t.shape))).encode())
-            h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+
+    def digest(t: Tensor) -> bytes:
+        t = t.detach().cpu().contiguous()
+        h = hashlib.blake2b(repr((str(t.dtype), tuple(t.shape))).encode(), digest_size=20)
+        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+        return h.digest()
+
+    h = hashlib.blake2b(digest_size=20)
+    h.update(repr((CACHE_VERSION, cfg.d_model, cfg.n_heads, cfg.act_fn)).encode())
+    with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:
+        for d in pool.map(digest, parts):
+            h.update(d)
     return h.hexdigest()
 
 
